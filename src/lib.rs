@@ -1,0 +1,5 @@
+//! kube: a whole Kubernetes cluster in one executable. `main.rs` only parses
+//! the command line; each role lives in its own module and exposes `run`.
+
+pub mod server;
+pub mod store;
