@@ -1,1 +1,35 @@
-//! (placeholder: filled in by the work that owns this module)
+//! Authentication: who is making a request. Client certificates (x509) and
+//! service-account tokens each turn a request into a [`UserInfo`].
+
+pub mod serviceaccount;
+pub mod x509;
+
+use std::collections::BTreeMap;
+
+/// The authenticated identity of a request, as upstream's `user.Info`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserInfo {
+    /// `admin`, `system:serviceaccount:default:builder`, `system:node:nas`, …
+    pub name: String,
+    pub uid: String,
+    /// Includes `system:authenticated` for every authenticated user.
+    pub groups: Vec<String>,
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+impl UserInfo {
+    /// An authenticated user with the given groups (plus `system:authenticated`).
+    pub fn new(name: impl Into<String>, groups: impl IntoIterator<Item = String>) -> UserInfo {
+        let mut groups: Vec<String> = groups.into_iter().collect();
+        if !groups.iter().any(|g| g == "system:authenticated") {
+            groups.push("system:authenticated".to_string());
+        }
+        UserInfo { name: name.into(), uid: String::new(), groups, extra: BTreeMap::new() }
+    }
+
+    /// The identity in-process components use: the cluster's own superuser
+    /// (member of `system:masters`), for controllers started by the server.
+    pub fn system_masters(name: &str) -> UserInfo {
+        UserInfo::new(name, ["system:masters".to_string()])
+    }
+}

@@ -1,0 +1,1 @@
+//! Service-account token authentication (placeholder).

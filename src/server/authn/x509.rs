@@ -1,0 +1,1 @@
+//! Client-certificate authentication (placeholder).
