@@ -8,6 +8,7 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod health;
+pub mod kinds;
 pub mod kubeconfig;
 pub mod listener;
 pub mod metrics;
