@@ -126,7 +126,7 @@ pub struct ApiError {
     pub code: u16,
     pub reason: Reason,
     pub message: String,
-    pub subject: Option<Subject>,
+    pub subject: Option<Box<Subject>>,
     pub causes: Vec<FieldError>,
     pub retry_after_seconds: Option<i32>,
 }
@@ -141,7 +141,7 @@ impl ApiError {
     }
 
     fn with_subject(mut self, group: &str, kind: &str, name: &str) -> ApiError {
-        self.subject = Some(Subject { group: group.into(), kind: kind.into(), name: name.into() });
+        self.subject = Some(Box::new(Subject { group: group.into(), kind: kind.into(), name: name.into() }));
         self
     }
 
@@ -267,7 +267,7 @@ impl ApiError {
     /// The `Status` object for this error.
     pub fn to_status(&self) -> Status {
         let details = if self.subject.is_some() || !self.causes.is_empty() || self.retry_after_seconds.is_some() {
-            let subject = self.subject.clone().unwrap_or_default();
+            let subject = self.subject.as_deref().cloned().unwrap_or_default();
             Some(StatusDetails {
                 name: Some(subject.name).filter(|s| !s.is_empty()),
                 group: Some(subject.group).filter(|s| !s.is_empty()),
