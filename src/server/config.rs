@@ -1,5 +1,218 @@
-//! `kube server` flags (placeholder until the foundations work fills it in).
+//! `kube server` flags and the checked configuration built from them. Defaults
+//! live here, in one place, and show in `--help` (as k3s's server flags).
 
-/// Flags of `kube server`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct ServerArgs {}
+use anyhow::{Context, bail};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+/// The flags of `kube server`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServerArgs {
+    /// Folder holding the store, certificates and kubeconfigs.
+    #[arg(long, short = 'd', env = "KUBE_DATA_DIR", default_value = "/var/lib/kube")]
+    pub data_dir: PathBuf,
+    /// Address the API server listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+    /// Port of the API server (HTTPS).
+    #[arg(long, default_value_t = 6443)]
+    pub https_listen_port: u16,
+    /// Address other nodes and clients reach this server at (default: the first
+    /// non-loopback address of the host, else 127.0.0.1).
+    #[arg(long)]
+    pub advertise_address: Option<IpAddr>,
+    /// Extra host names or addresses for the serving certificate (repeatable).
+    #[arg(long = "tls-san", value_delimiter = ',')]
+    pub tls_sans: Vec<String>,
+    /// Where to write the admin kubeconfig (default: <data-dir>/admin.kubeconfig).
+    #[arg(long, short = 'o', env = "KUBE_KUBECONFIG_OUTPUT")]
+    pub write_kubeconfig: Option<PathBuf>,
+    /// File mode of the written kubeconfig, in octal.
+    #[arg(long, default_value = "0600")]
+    pub write_kubeconfig_mode: String,
+    /// Pod network of the cluster; each node gets a /24 of it.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    /// Network of Service cluster IPs; its first address is the `kubernetes` Service.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    pub service_cidr: String,
+    /// Address of the cluster DNS Service.
+    #[arg(long, default_value = "10.43.0.10")]
+    pub cluster_dns: Ipv4Addr,
+    /// Cluster DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Range of NodePort Service ports.
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
+    /// How long the store keeps history for watches that resume (seconds).
+    #[arg(long, default_value_t = 300)]
+    pub history_window_seconds: u64,
+    /// Run only the control plane, without a local agent.
+    #[arg(long)]
+    pub disable_agent: bool,
+}
+
+/// An IPv4 network in CIDR notation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(flag: &str, text: &str) -> anyhow::Result<Cidr> {
+        let (addr, prefix) = text.split_once('/').with_context(|| format!("--{flag} {text}: expected a.b.c.d/len"))?;
+        let addr: Ipv4Addr = addr.parse().with_context(|| format!("--{flag} {text}: bad address"))?;
+        let prefix: u8 = prefix.parse().with_context(|| format!("--{flag} {text}: bad prefix length"))?;
+        if prefix > 30 {
+            bail!("--{flag} {text}: prefix length must be at most 30");
+        }
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        if u32::from(addr) & !mask != 0 {
+            bail!(
+                "--{flag} {text}: host bits are set (did you mean {}/{prefix}?)",
+                Ipv4Addr::from(u32::from(addr) & mask)
+            );
+        }
+        Ok(Cidr { addr, prefix })
+    }
+
+    /// The `n`th address of the network (1 = first usable).
+    pub fn nth(&self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) + n)
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+        u32::from(ip) & mask == u32::from(self.addr)
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// The server configuration after every flag was checked.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub advertise_address: IpAddr,
+    pub tls_sans: Vec<String>,
+    pub kubeconfig_path: PathBuf,
+    pub kubeconfig_mode: u32,
+    pub cluster_cidr: Cidr,
+    pub service_cidr: Cidr,
+    pub cluster_dns: Ipv4Addr,
+    pub cluster_domain: String,
+    pub node_port_range: (u16, u16),
+    pub history_window: std::time::Duration,
+    pub run_agent: bool,
+}
+
+impl ServerConfig {
+    /// Checks the flags; a bad value or combination is rejected naming the flags.
+    pub fn from_args(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
+        let cluster_cidr = Cidr::parse("cluster-cidr", &args.cluster_cidr)?;
+        let service_cidr = Cidr::parse("service-cidr", &args.service_cidr)?;
+        if cluster_cidr.contains(service_cidr.addr) || service_cidr.contains(cluster_cidr.addr) {
+            bail!("--cluster-cidr {cluster_cidr} and --service-cidr {service_cidr} overlap");
+        }
+        if !service_cidr.contains(args.cluster_dns) {
+            bail!("--cluster-dns {} is outside --service-cidr {service_cidr}", args.cluster_dns);
+        }
+        let kubeconfig_mode = u32::from_str_radix(args.write_kubeconfig_mode.trim_start_matches("0o"), 8)
+            .with_context(|| {
+                format!("--write-kubeconfig-mode {}: expected an octal mode", args.write_kubeconfig_mode)
+            })?;
+        let node_port_range = parse_port_range(&args.service_node_port_range)?;
+        if args.history_window_seconds == 0 {
+            bail!("--history-window-seconds must be at least 1");
+        }
+        let advertise_address = args.advertise_address.unwrap_or_else(default_advertise_address);
+        Ok(ServerConfig {
+            data_dir: args.data_dir.clone(),
+            listen: SocketAddr::new(args.bind_address, args.https_listen_port),
+            advertise_address,
+            tls_sans: args.tls_sans.clone(),
+            kubeconfig_path: args.write_kubeconfig.clone().unwrap_or_else(|| args.data_dir.join("admin.kubeconfig")),
+            kubeconfig_mode,
+            cluster_cidr,
+            service_cidr,
+            cluster_dns: args.cluster_dns,
+            cluster_domain: args.cluster_domain.clone(),
+            node_port_range,
+            history_window: std::time::Duration::from_secs(args.history_window_seconds),
+            run_agent: !args.disable_agent,
+        })
+    }
+
+    /// The cluster IP of the `kubernetes` Service (first address of the service network).
+    pub fn kubernetes_service_ip(&self) -> Ipv4Addr {
+        self.service_cidr.nth(1)
+    }
+}
+
+fn parse_port_range(text: &str) -> anyhow::Result<(u16, u16)> {
+    let parsed = text.split_once('-').and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)));
+    match parsed {
+        Some((low, high)) if low > 0 && low <= high => Ok((low, high)),
+        _ => bail!("--service-node-port-range {text}: expected LOW-HIGH, e.g. 30000-32767"),
+    }
+}
+
+/// The address of the first non-loopback interface the host routes through,
+/// found without sending anything (a UDP socket's connect only picks a route).
+fn default_advertise_address() -> IpAddr {
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|socket| {
+        socket.connect("10.255.255.255:9")?;
+        socket.local_addr()
+    });
+    match probe {
+        Ok(addr) if !addr.ip().is_unspecified() => addr.ip(),
+        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServerArgs,
+    }
+
+    fn config(flags: &[&str]) -> anyhow::Result<ServerConfig> {
+        let mut argv = vec!["kube"];
+        argv.extend_from_slice(flags);
+        ServerConfig::from_args(&Cli::try_parse_from(argv)?.args)
+    }
+
+    #[test]
+    fn defaults_are_k3s_networks() {
+        let config = config(&["--advertise-address", "192.168.1.5"]).unwrap();
+        assert_eq!(config.cluster_cidr.to_string(), "10.42.0.0/16");
+        assert_eq!(config.kubernetes_service_ip(), Ipv4Addr::new(10, 43, 0, 1));
+        assert_eq!(config.listen.port(), 6443);
+        assert_eq!(config.kubeconfig_mode, 0o600);
+        assert!(config.run_agent);
+    }
+
+    #[test]
+    fn rejects_bad_combinations_naming_the_flags() {
+        let err = config(&["--cluster-dns", "10.99.0.10"]).unwrap_err().to_string();
+        assert!(err.contains("--cluster-dns") && err.contains("--service-cidr"), "{err}");
+        let err = config(&["--service-cidr", "10.42.0.0/24"]).unwrap_err().to_string();
+        assert!(err.contains("overlap"), "{err}");
+        let err = config(&["--cluster-cidr", "10.42.0.1/16"]).unwrap_err().to_string();
+        assert!(err.contains("host bits"), "{err}");
+        let err = config(&["--service-node-port-range", "5-1"]).unwrap_err().to_string();
+        assert!(err.contains("--service-node-port-range"), "{err}");
+    }
+}

@@ -151,6 +151,17 @@ impl ApiError {
             .with_subject(group, resource, name)
     }
 
+    /// The same error with another message.
+    pub fn with_message(mut self, message: impl Into<String>) -> ApiError {
+        self.message = message.into();
+        self
+    }
+
+    /// A path the server does not serve.
+    pub fn not_found_path() -> ApiError {
+        ApiError::new(404, Reason::NotFound, "the server could not find the requested resource")
+    }
+
     /// `pods "x" already exists`
     pub fn already_exists(group: &str, resource: &str, name: &str) -> ApiError {
         ApiError::new(409, Reason::AlreadyExists, format!("{} \"{name}\" already exists", qualified(group, resource)))

@@ -3,6 +3,7 @@
 
 pub mod authn;
 pub mod authz;
+pub mod bootstrap;
 pub mod catalog;
 pub mod config;
 pub mod discovery;
@@ -15,12 +16,113 @@ pub mod metrics;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
+pub mod registry;
+pub mod request_info;
+pub mod rest;
+pub mod reviews;
+pub mod router;
+pub mod selectors;
+pub mod state;
 pub mod table;
 
-pub use config::ServerArgs;
+pub use config::{ServerArgs, ServerConfig};
+
+use anyhow::Context;
+use pki::{Authority, Usage};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The names the serving certificate must carry.
+fn serving_names(config: &ServerConfig) -> Vec<String> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    if let Ok(host) = nix::unistd::gethostname()
+        && let Some(host) = host.to_str()
+    {
+        names.push(host.to_lowercase());
+    }
+    names.push(config.advertise_address.to_string());
+    names.push(config.kubernetes_service_ip().to_string());
+    for name in ["kubernetes", "kubernetes.default", "kubernetes.default.svc"] {
+        names.push(name.to_string());
+    }
+    names.push(format!("kubernetes.default.svc.{}", config.cluster_domain));
+    names.extend(config.tls_sans.iter().cloned());
+    let mut unique = Vec::new();
+    for name in names {
+        if !unique.contains(&name) {
+            unique.push(name);
+        }
+    }
+    unique
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
 
 /// Runs `kube server` until a shutdown signal.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("kube server: not implemented yet")
+    let config = ServerConfig::from_args(&args)?;
+    let tls_dir = config.data_dir.join("tls");
+    std::fs::create_dir_all(&tls_dir).with_context(|| format!("cannot create {}", tls_dir.display()))?;
+    let ca = Authority::load_or_create(&tls_dir)?;
+    let names = serving_names(&config);
+    let serving = ca.load_or_issue(&tls_dir, "serving", "kube-apiserver", Usage::Server { names: &names }, |pem| {
+        let have = pki::subject_alt_names(pem);
+        names.iter().all(|n| have.contains(n))
+    })?;
+    let admin = ca.load_or_issue(
+        &tls_dir,
+        "client-admin",
+        "system:admin",
+        Usage::Client { user: "system:admin", groups: &["system:masters"] },
+        |_| true,
+    )?;
+    let url = format!("https://127.0.0.1:{}", config.listen.port());
+    kubeconfig::write(&config.kubeconfig_path, &url, &ca.cert_pem, &admin, config.kubeconfig_mode)?;
+    tracing::info!(kubeconfig = %config.kubeconfig_path.display(), "wrote admin kubeconfig");
+
+    tracing::info!(dir = %config.data_dir.display(), "opening the store");
+    let store = crate::store::Store::open(crate::store::StoreConfig {
+        data_dir: config.data_dir.join("db"),
+        history_window: config.history_window,
+    })
+    .await
+    .context("cannot open the store")?;
+    let state = state::ApiState::new(registry::Registry::new(store), catalog::Catalog::builtin(), config.clone());
+    bootstrap::run(&state).await.map_err(|err| anyhow::anyhow!("bootstrap failed: {}", err.message))?;
+    state.bootstrapped.store(true, std::sync::atomic::Ordering::Release);
+
+    let tls = listener::tls_config(&listener::TlsMaterial {
+        ca_pem: &ca.cert_pem,
+        cert_pem: &serving.cert_pem,
+        key_pem: &serving.key_pem,
+    })?;
+    let tcp = listener::bind(config.listen).await?;
+    tracing::info!(addr = %config.listen, "API server listening");
+    let shutdown = CancellationToken::new();
+    let serving_task = tokio::spawn(listener::serve(
+        tcp,
+        tls,
+        router::router(state.clone()),
+        shutdown.clone(),
+        Duration::from_secs(5),
+    ));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    let _ = serving_task.await;
+    Ok(())
 }

@@ -33,3 +33,14 @@ impl UserInfo {
         UserInfo::new(name, ["system:masters".to_string()])
     }
 }
+
+/// The authenticated user of a request, or 401 for anonymous requests.
+pub fn authenticate(parts: &http::request::Parts) -> Result<UserInfo, crate::server::error::ApiError> {
+    if let Some(crate::server::listener::PeerIdentity(Some(user))) = parts.extensions.get() {
+        return Ok(user.clone());
+    }
+    if let Some(user) = parts.extensions.get::<UserInfo>() {
+        return Ok(user.clone());
+    }
+    Err(crate::server::error::ApiError::unauthorized())
+}

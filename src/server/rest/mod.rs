@@ -1,0 +1,115 @@
+//! The generic REST API over every stored resource: get, list, watch,
+//! create, update, patch, delete and deletecollection, for the resource
+//! itself and its `status` subresource, with upstream's semantics.
+
+mod codec;
+mod delete;
+mod objects;
+mod patch;
+mod read;
+mod watch;
+mod write;
+
+pub use codec::{Negotiated, decode_body, respond};
+pub use objects::now_rfc3339;
+
+use super::authn::UserInfo;
+use super::catalog::ResourceInfo;
+use super::error::ApiError;
+use super::request_info::{self, RequestInfo};
+use super::state::ApiState;
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use http::HeaderMap;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Query parameters of a request, by name.
+pub type Params = HashMap<String, String>;
+
+/// Everything a verb handler needs about its request.
+pub struct Call {
+    pub state: ApiState,
+    pub info: RequestInfo,
+    pub resource: Arc<ResourceInfo>,
+    pub params: Params,
+    pub headers: HeaderMap,
+    pub user: UserInfo,
+    pub negotiated: Negotiated,
+}
+
+impl Call {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    pub fn namespace(&self) -> Option<&str> {
+        if self.resource.namespaced { self.info.namespace.as_deref() } else { None }
+    }
+
+    pub fn name(&self) -> &str {
+        self.info.name.as_deref().unwrap_or_default()
+    }
+
+    /// `dryRun=All`: validate and answer as if written, store nothing.
+    pub fn dry_run(&self) -> Result<bool, ApiError> {
+        match self.params.get("dryRun").map(String::as_str) {
+            None | Some("") => Ok(false),
+            Some("All") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(format!("Invalid dry run value: {other:?}, supported: All"))),
+        }
+    }
+}
+
+/// Serves any `/api/...` or `/apis/...` resource path.
+pub async fn handle(State(state): State<ApiState>, request: Request) -> Response {
+    match dispatch(state, request).await {
+        Ok(response) => response,
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn dispatch(state: ApiState, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let params: Params = Query::<Params>::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or_default();
+    let watch_param = matches!(params.get("watch").map(String::as_str), Some("true" | "1"));
+    let Some(info) = request_info::parse(&parts.method, parts.uri.path(), watch_param) else {
+        return Err(ApiError::not_found_path());
+    };
+    let user = super::authn::authenticate(&parts)?;
+    let resource =
+        state.catalog.lookup(&info.group, &info.version, &info.resource).ok_or_else(ApiError::not_found_path)?;
+    if let Some(sub) = &info.subresource
+        && !resource.subresources.contains(sub)
+    {
+        return Err(ApiError::not_found_path());
+    }
+    super::authz::authorize(&state, &user, &info, &resource).await?;
+    let negotiated = Negotiated::from_headers(&parts.headers);
+    let body = read_body(body).await?;
+    let call = Call { state, info, resource, params, headers: parts.headers, user, negotiated };
+    if !call.resource.stored {
+        return super::reviews::handle(call, body).await;
+    }
+    match (call.info.verb, call.info.subresource.as_deref()) {
+        ("get", None | Some("status")) => read::get(call).await,
+        ("list", None) => read::list(call).await,
+        ("watch", None) => watch::watch(call).await,
+        ("create", None) => write::create(call, body).await,
+        ("create", Some("binding")) => write::bind(call, body).await,
+        ("update", None | Some("status") | Some("finalize")) => write::update(call, body).await,
+        ("patch", None | Some("status")) => patch::patch(call, body).await,
+        ("delete", None) => delete::delete(call, body).await,
+        ("deletecollection", None) => delete::delete_collection(call).await,
+        (verb, sub) => Err(ApiError::method_not_allowed(format!(
+            "{verb} is not supported on {}{}",
+            call.resource.qualified_plural(),
+            sub.map(|s| format!("/{s}")).unwrap_or_default()
+        ))),
+    }
+}
+
+async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, codec::MAX_BODY).await.map_err(|_| ApiError::too_large())
+}

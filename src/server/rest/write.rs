@@ -1,0 +1,91 @@
+//! create and update (PUT), plus `pods/binding`: decode, prepare, admit,
+//! validate, then one store transaction with optimistic concurrency.
+
+use super::objects::{admit_namespace, prepare_create, prepare_update};
+use super::{Call, decode_body, respond};
+use crate::server::error::ApiError;
+use crate::server::registry::{resource_version_of, set_resource_version};
+use axum::response::Response;
+use bytes::Bytes;
+use http::StatusCode;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// Events expire after an hour, as upstream's `--event-ttl` default.
+const EVENT_TTL: Duration = Duration::from_secs(3600);
+
+pub async fn create(call: Call, body: Bytes) -> Result<Response, ApiError> {
+    let obj = decode_body(&call.headers, &body)?;
+    let obj = prepare_create(&call, obj)?;
+    admit_namespace(&call).await?;
+    if call.dry_run()? {
+        return Ok(respond(StatusCode::CREATED, &obj, call.negotiated));
+    }
+    let ttl = (call.resource.kind == "Event").then_some(EVENT_TTL);
+    let created = call.state.registry.create(&call.resource, obj, ttl).await?;
+    Ok(respond(StatusCode::CREATED, &created, call.negotiated))
+}
+
+pub async fn update(call: Call, body: Bytes) -> Result<Response, ApiError> {
+    let mut new = decode_body(&call.headers, &body)?;
+    let old = call.state.registry.get(&call.resource, call.namespace(), call.name()).await?;
+    let current = resource_version_of(&old)?.unwrap_or(0);
+    let res = &call.resource;
+    match resource_version_of(&new)? {
+        Some(sent) if sent != current => return Err(ApiError::stale_update(&res.group, &res.plural, call.name())),
+        _ => {}
+    }
+    if call.info.subresource.as_deref() == Some("finalize") {
+        // Only spec.finalizers of a namespace change through /finalize.
+        let finalizers = new.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+        new = old.clone();
+        new["spec"]["finalizers"] = finalizers;
+    }
+    let prepared = prepare_update(&call, new, &old)?;
+    if call.dry_run()? || prepared == old {
+        let mut unchanged = prepared;
+        set_resource_version(&mut unchanged, current);
+        return Ok(respond(StatusCode::OK, &unchanged, call.negotiated));
+    }
+    let stored = call.state.registry.replace(&call.resource, prepared, current).await?;
+    Ok(respond(StatusCode::OK, &stored, call.negotiated))
+}
+
+/// `POST pods/<name>/binding`: the scheduler assigns a pod to a node.
+pub async fn bind(call: Call, body: Bytes) -> Result<Response, ApiError> {
+    let binding = decode_body(&call.headers, &body)?;
+    let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    if node.is_empty() {
+        return Err(ApiError::bad_request("binding target name is required"));
+    }
+    let res = call.resource.clone();
+    let pod_name = call.name().to_string();
+    call.state
+        .registry
+        .update_with(&res, call.namespace(), &pod_name, |pod| {
+            if pod.pointer("/metadata/deletionTimestamp").is_some() {
+                return Err(ApiError::conflict(
+                    &res.group,
+                    &res.plural,
+                    &pod_name,
+                    "pod is being deleted, cannot be assigned to a host",
+                ));
+            }
+            match pod.pointer("/spec/nodeName").and_then(Value::as_str) {
+                Some(current) if !current.is_empty() => Err(ApiError::conflict(
+                    &res.group,
+                    &res.plural,
+                    &pod_name,
+                    &format!("pod {pod_name} is already assigned to node \"{current}\""),
+                )),
+                _ => {
+                    let mut bound = pod.clone();
+                    bound["spec"]["nodeName"] = json!(node);
+                    Ok(Some(bound))
+                }
+            }
+        })
+        .await?;
+    let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+    Ok(respond(StatusCode::CREATED, &status, call.negotiated))
+}
