@@ -14,7 +14,9 @@ fn with_system_metadata(mut obj: Value) -> Value {
 
 /// Creates `obj` unless it exists.
 async fn ensure(state: &ApiState, plural: &str, obj: Value) -> Result<(), ApiError> {
-    let res = state.catalog.lookup("", "v1", plural).ok_or_else(|| ApiError::internal("bootstrap", &plural))?;
+    let group = obj["apiVersion"].as_str().and_then(|v| v.rsplit_once('/')).map(|(g, _)| g).unwrap_or_default();
+    let version = obj["apiVersion"].as_str().map(|v| v.rsplit('/').next().unwrap_or(v)).unwrap_or("v1");
+    let res = state.catalog.lookup(group, version, plural).ok_or_else(|| ApiError::internal("bootstrap", &plural))?;
     let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let ns = obj["metadata"]["namespace"].as_str().map(str::to_string);
     if state.registry.try_get(&res, ns.as_deref(), &name).await?.is_some() {
@@ -50,5 +52,13 @@ pub async fn run(state: &ApiState) -> Result<(), ApiError> {
         },
         "status": {"loadBalancer": {}},
     });
-    ensure(state, "services", service).await
+    ensure(state, "services", service).await?;
+    let (roles, bindings) = super::authz::bootstrap_roles::objects();
+    for role in roles {
+        ensure(state, "clusterroles", role).await?;
+    }
+    for binding in bindings {
+        ensure(state, "clusterrolebindings", binding).await?;
+    }
+    Ok(())
 }

@@ -2,20 +2,38 @@
 //! the router with `oneshot` and a user in the request extensions.
 
 use super::state::ApiState;
-use super::{authn, discovery, health, rest};
+use super::{authn, authz, discovery, health, rest};
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-/// Anonymous requests get 401 everywhere, as with `--anonymous-auth=false`.
-async fn require_user(request: Request, next: Next) -> Response {
+/// Anonymous requests get 401 everywhere, as with `--anonymous-auth=false`;
+/// non-resource paths (health, version, discovery, OpenAPI) are authorized
+/// here, resource paths by the REST layer.
+async fn require_user(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
-    if let Err(err) = authn::authenticate(&parts) {
+    let user = match authn::authenticate(&parts) {
+        Ok(user) => user,
+        Err(err) => return err.into_response(),
+    };
+    if is_non_resource(parts.uri.path())
+        && let Err(err) = authz::authorize_path(&state, &user, &parts.method, parts.uri.path()).await
+    {
         return err.into_response();
     }
     next.run(Request::from_parts(parts, body)).await
+}
+
+/// Paths that are not `/api/<version>/...` or `/apis/<group>/<version>/...` resources.
+fn is_non_resource(path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["api", _, _, ..] => false,
+        ["apis", _, _, _, ..] => false,
+        _ => true,
+    }
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -30,6 +48,6 @@ pub fn router(state: ApiState) -> Router {
         .route("/apis/{group}", get(discovery::group))
         .route("/apis/{group}/{version}", get(discovery::group_version))
         .fallback(rest::handle)
-        .layer(middleware::from_fn(require_user))
+        .layer(middleware::from_fn_with_state(state.clone(), require_user))
         .with_state(state)
 }

@@ -14,6 +14,7 @@ pub mod batch;
 pub mod certificates;
 pub mod coordination;
 pub mod core;
+pub mod defaults;
 pub mod discovery;
 pub mod events;
 pub mod meta;

@@ -7,6 +7,7 @@ mod delete;
 mod objects;
 mod patch;
 mod read;
+mod scale;
 mod watch;
 mod write;
 
@@ -89,6 +90,9 @@ async fn dispatch(state: ApiState, request: Request) -> Result<Response, ApiErro
     let negotiated = Negotiated::from_headers(&parts.headers);
     let body = read_body(body).await?;
     let call = Call { state, info, resource, params, headers: parts.headers, user, negotiated };
+    if call.info.subresource.as_deref() == Some("scale") {
+        return scale::scale(call, body, &parts.method).await;
+    }
     if !call.resource.stored {
         return super::reviews::handle(call, body).await;
     }

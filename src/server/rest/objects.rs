@@ -165,7 +165,7 @@ pub fn prepare_update(call: &Call, mut new: Value, old: &Value) -> Result<Value,
         strategy.default(&mut new);
         strategy.prepare_for_update(&mut new, old, subresource);
     } else if has_status {
-        separate_status(&mut new, old, subresource);
+        kinds::core::split_status(&mut new, old, subresource);
     }
     if subresource == Subresource::Main && new.get("spec") != old.get("spec") {
         let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
@@ -179,33 +179,6 @@ pub fn prepare_update(call: &Call, mut new: Value, old: &Value) -> Result<Value,
         return Err(ApiError::invalid(&res.group, &res.kind, call.name(), errors));
     }
     Ok(new)
-}
-
-/// A main-resource write keeps the old status; a status write keeps
-/// everything but status (and metadata) from the old object.
-fn separate_status(new: &mut Value, old: &Value, subresource: Subresource) {
-    let Some(map) = new.as_object_mut() else { return };
-    match subresource {
-        Subresource::Main => match old.get("status") {
-            Some(status) => {
-                map.insert("status".into(), status.clone());
-            }
-            None => {
-                map.remove("status");
-            }
-        },
-        Subresource::Status => {
-            let status = map.remove("status");
-            let metadata = map.remove("metadata");
-            *map = old.as_object().cloned().unwrap_or_default();
-            if let Some(status) = status {
-                map.insert("status".into(), status);
-            }
-            if let Some(metadata) = metadata {
-                map.insert("metadata".into(), metadata);
-            }
-        }
-    }
 }
 
 /// NamespaceLifecycle admission: objects are created only in namespaces that
