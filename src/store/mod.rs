@@ -2,16 +2,47 @@
 //! persisted in sled, with etcd's semantics. It replaces etcd; the API server
 //! is its only user and nothing else touches sled.
 //!
-//! SKELETON: the signatures below are the contract the API server codes
-//! against; the bodies are filled in by the store work (issue 2).
+//! Layout, following openraft's examples: `types` (public data), `command`
+//! (what goes through the log), `log_store` and `state_machine` (openraft's
+//! storage traits), `data` + `mvcc` + `codec` (the MVCC state in sled),
+//! `watch`, `compaction`, `ttl` (leader tasks) and `network` (peers).
 
+mod codec;
+mod command;
+mod compaction;
+mod data;
 mod error;
+mod log_store;
+mod mvcc;
+mod network;
+mod proposer;
+mod state_machine;
+mod ttl;
 mod types;
+mod watch;
 
+#[cfg(test)]
+mod tests;
+
+pub use command::NodeId;
 pub use error::StoreError;
 pub use types::*;
+pub use watch::Watcher;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use tokio_util::sync::CancellationToken;
+
+use command::{Command, CommandResponse, LogTxn, Raft};
+use data::SmData;
+use log_store::{Health, LogStore};
+use proposer::Propose;
+use state_machine::StateMachineStore;
 
 /// How to open a store member.
 #[derive(Clone, Debug)]
@@ -21,56 +52,254 @@ pub struct StoreConfig {
     /// How long compacted-away history is kept: revisions older than this are
     /// compacted automatically (default 5 minutes, like the API server's).
     pub history_window: std::time::Duration,
+    /// This member's Raft id (default 1).
+    pub node_id: NodeId,
+    /// How often an idle watch yields a progress batch (`None`: never).
+    pub watch_progress_interval: Option<Duration>,
+    /// How often the leader looks for expired TTL keys (default 1 s).
+    pub ttl_check_interval: Duration,
+}
+
+impl StoreConfig {
+    /// A one-member store in `data_dir` with the defaults.
+    pub fn new(data_dir: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            data_dir: data_dir.into(),
+            history_window: Duration::from_secs(300),
+            node_id: 1,
+            watch_progress_interval: Some(Duration::from_secs(5)),
+            ttl_check_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Proposes commands to the local Raft.
+struct RaftProposer(Raft, Health);
+
+impl Propose for RaftProposer {
+    async fn propose(&self, cmd: Command) -> Result<CommandResponse, StoreError> {
+        let RaftProposer(raft, health) = self;
+        if let Some(reason) = health.failure() {
+            return Err(StoreError::WritesStopped { reason });
+        }
+        match raft.client_write(cmd).await {
+            Ok(resp) => Ok(resp.data),
+            Err(e) => Err(match (health.failure(), e) {
+                (Some(reason), _) => StoreError::WritesStopped { reason },
+                (None, RaftError::Fatal(f)) => StoreError::from_fatal(&f),
+                (None, RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    StoreError::NoLeader(format!("this member is not the leader ({f})"))
+                }
+                (None, RaftError::APIError(e)) => StoreError::Raft(e.to_string()),
+            }),
+        }
+    }
 }
 
 /// A handle to the local store member; cheap to clone.
 #[derive(Clone)]
-pub struct Store {}
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: NodeId,
+    raft: Raft,
+    data: Arc<SmData>,
+    health: Health,
+    config: StoreConfig,
+    cancel: CancellationToken,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Queue of the group-commit proposer.
+    proposals: tokio::sync::mpsc::Sender<(LogTxn, proposer::Reply)>,
+    /// The log's flusher; it ends after Raft dropped the log store.
+    flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+fn storage_err(context: &str, e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Storage { context: context.to_string(), source: Box::new(e) }
+}
+
+fn raft_config() -> Result<Arc<Config>, StoreError> {
+    let config = Config {
+        cluster_name: "kube-store".to_string(),
+        heartbeat_interval: 100,
+        election_timeout_min: 400,
+        election_timeout_max: 800,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
+        max_in_snapshot_log_to_keep: 1_000,
+        ..Default::default()
+    };
+    config.validate().map(Arc::new).map_err(|e| StoreError::Raft(e.to_string()))
+}
 
 impl Store {
     /// Opens (or creates) the store in `config.data_dir` as a one-voter group.
-    pub async fn open(_config: StoreConfig) -> Result<Store, StoreError> {
-        todo!("store: open")
+    #[tracing::instrument(level = "info", skip_all, fields(dir = %config.data_dir.display(), node = config.node_id))]
+    pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| storage_err("creating the data directory", e))?;
+        let db = sled::Config::new()
+            .path(config.data_dir.join("sled"))
+            .open()
+            .map_err(|e| storage_err("opening sled", e))?;
+        let health = Health::default();
+        let (log_store, flusher) =
+            LogStore::open(&db, health.clone()).map_err(|e| storage_err("opening the log", e))?;
+        let data = Arc::new(SmData::open(&db, 8192)?);
+        let sm = StateMachineStore::new(&db, data.clone())?;
+        let raft = Raft::new(config.node_id, raft_config()?, network::Network::default(), log_store, sm)
+            .await
+            .map_err(|e| StoreError::Raft(e.to_string()))?;
+        let id = config.node_id;
+        let initialized = raft.is_initialized().await.map_err(|e| StoreError::from_fatal(&e))?;
+        if !initialized {
+            tracing::info!("initializing a new one-member group");
+            let members = BTreeMap::from([(id, BasicNode::default())]);
+            raft.initialize(members).await.map_err(|e| StoreError::Raft(e.to_string()))?;
+        }
+        let (proposals, proposals_rx) = tokio::sync::mpsc::channel(4096);
+        let store = Store {
+            inner: Arc::new(Inner {
+                proposals,
+                id,
+                raft,
+                data,
+                health,
+                config: config.clone(),
+                cancel: CancellationToken::new(),
+                tasks: Mutex::new(Vec::new()),
+                flusher: Mutex::new(Some(flusher)),
+            }),
+        };
+        store.wait_for_leader(Duration::from_secs(10)).await?;
+        store.spawn_tasks(proposals_rx);
+        tracing::info!(revision = store.inner.data.revision(), "store open");
+        Ok(store)
+    }
+
+    fn spawn_tasks(&self, proposals: tokio::sync::mpsc::Receiver<(LogTxn, proposer::Reply)>) {
+        let cancel = self.inner.cancel.clone();
+        let window = self.inner.config.history_window;
+        let every = self.inner.config.ttl_check_interval;
+        let mut tasks = self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.push(tokio::spawn(compaction::run(self.clone(), window, cancel.clone())));
+        tasks.push(tokio::spawn(ttl::run(self.clone(), every, cancel.clone())));
+        tasks.push(tokio::spawn(proposer::run(
+            RaftProposer(self.inner.raft.clone(), self.inner.health.clone()),
+            proposals,
+            cancel,
+        )));
+    }
+
+    /// Waits until some member leads (the one voter elects itself quickly).
+    async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, StoreError> {
+        let mut metrics = self.inner.raft.metrics();
+        let wait = async {
+            loop {
+                if let Some(leader) = metrics.borrow_and_update().current_leader {
+                    return Ok(leader);
+                }
+                if metrics.changed().await.is_err() {
+                    return Err(StoreError::ShuttingDown);
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| StoreError::NoLeader(format!("no leader elected within {timeout:?}")))?
+    }
+
+    pub(crate) fn is_leader(&self) -> bool {
+        self.inner.raft.metrics().borrow().current_leader == Some(self.inner.id)
+    }
+
+    fn data(&self) -> &Arc<SmData> {
+        &self.inner.data
+    }
+
+    /// Proposes `cmd` through Raft and returns what applying it answered.
+    async fn write(&self, cmd: Command) -> Result<CommandResponse, StoreError> {
+        RaftProposer(self.inner.raft.clone(), self.inner.health.clone()).propose(cmd).await
+    }
+
+    /// Waits until this member's state machine reflects every write committed
+    /// before the call (Raft read index).
+    async fn read_barrier(&self) -> Result<(), StoreError> {
+        use openraft::error::CheckIsLeaderError;
+        match self.inner.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::Fatal(f)) => Err(StoreError::from_fatal(&f)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(StoreError::NoLeader(format!("this member is not the leader ({f})")))
+            }
+            Err(RaftError::APIError(e)) => Err(StoreError::NoLeader(e.to_string())),
+        }
     }
 
     /// Linearizable read of one key or a prefix.
-    pub async fn range(&self, _req: RangeRequest) -> Result<RangeResponse, StoreError> {
-        todo!("store: range")
+    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, StoreError> {
+        self.read_barrier().await?;
+        self.range_stale(req).await
     }
 
     /// A read of this member's applied state without the read-index round trip;
     /// it may lag the leader. Only the watch cache uses it.
-    pub async fn range_stale(&self, _req: RangeRequest) -> Result<RangeResponse, StoreError> {
-        todo!("store: range_stale")
+    pub async fn range_stale(&self, req: RangeRequest) -> Result<RangeResponse, StoreError> {
+        Ok(self.inner.data.range(&req)?)
     }
 
     /// Runs a transaction; acknowledged only once durable on a quorum.
-    pub async fn txn(&self, _txn: Txn) -> Result<TxnResponse, StoreError> {
-        todo!("store: txn")
+    pub async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
+        if let Some(reason) = self.inner.health.failure() {
+            return Err(StoreError::WritesStopped { reason });
+        }
+        let txn = LogTxn::from_txn(txn, command::now_ms());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.proposals.send((txn, tx)).await.map_err(|_| StoreError::ShuttingDown)?;
+        rx.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
     /// Every change under `prefix` with a revision greater than `after`, in order.
-    pub fn watch(&self, _prefix: &str, _after: Revision) -> Result<Watcher, StoreError> {
-        todo!("store: watch")
+    pub fn watch(&self, prefix: &str, after: Revision) -> Result<Watcher, StoreError> {
+        Ok(Watcher::new(self.inner.data.clone(), prefix, after, self.inner.config.watch_progress_interval))
     }
 
     /// Drops history older than `revision`.
-    pub async fn compact(&self, _revision: Revision) -> Result<(), StoreError> {
-        todo!("store: compact")
+    pub async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        let current = self.inner.data.revision();
+        if revision > current {
+            return Err(StoreError::FutureRevision { requested: revision, current });
+        }
+        if revision <= self.inner.data.compacted() {
+            return Ok(());
+        }
+        self.write(Command::Compact { revision }).await.map(|_| ())
     }
 
     /// The latest revision (linearizable).
     pub async fn current_revision(&self) -> Result<Revision, StoreError> {
-        todo!("store: current_revision")
+        self.read_barrier().await?;
+        Ok(self.inner.data.revision())
     }
-}
 
-/// A stream of [`WatchBatch`]es; ends with an error if the watch falls behind
-/// the compacted history.
-pub struct Watcher {}
+    /// The oldest revision still readable (history before it is compacted).
+    pub fn compacted_revision(&self) -> Revision {
+        self.inner.data.compacted()
+    }
 
-impl Watcher {
-    pub async fn next(&mut self) -> Option<Result<WatchBatch, StoreError>> {
-        todo!("store: watcher")
+    /// Stops the background tasks and Raft; the data directory can be
+    /// reopened once every handle is dropped.
+    pub async fn shutdown(&self) -> Result<(), StoreError> {
+        self.inner.cancel.cancel();
+        let tasks: Vec<_> = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
+            let _ = t.await;
+        }
+        let res = self.inner.raft.shutdown().await.map_err(|e| StoreError::Raft(format!("raft shutdown: {e}")));
+        let flusher = self.inner.flusher.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(f) = flusher {
+            let _ = f.await;
+        }
+        res
     }
 }
