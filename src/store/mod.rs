@@ -22,6 +22,8 @@ mod types;
 mod watch;
 
 #[cfg(test)]
+mod storage_suite;
+#[cfg(test)]
 mod tests;
 
 pub use command::NodeId;
