@@ -16,11 +16,15 @@ mod log_store;
 mod mvcc;
 mod network;
 mod proposer;
+mod rpc;
 mod state_machine;
+mod tls;
 mod ttl;
 mod types;
 mod watch;
 
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod storage_suite;
 #[cfg(test)]
@@ -28,6 +32,7 @@ mod tests;
 
 pub use command::NodeId;
 pub use error::StoreError;
+pub use tls::PeerTls;
 pub use types::*;
 pub use watch::Watcher;
 
@@ -60,6 +65,22 @@ pub struct StoreConfig {
     pub watch_progress_interval: Option<Duration>,
     /// How often the leader looks for expired TTL keys (default 1 s).
     pub ttl_check_interval: Duration,
+    /// Peer networking for a multi-member group; `None` for a lone member.
+    pub peer: Option<PeerConfig>,
+}
+
+/// How this member talks to the other members.
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    /// Where the peer RPC server listens.
+    pub listen_addr: std::net::SocketAddr,
+    /// `host:port` the other members use to reach this one (the host must
+    /// be in this member's certificate).
+    pub advertise_addr: String,
+    pub tls: PeerTls,
+    /// Start uninitialized and wait to be added by the leader
+    /// (`add_learner` + `change_membership`) instead of founding a group.
+    pub join: bool,
 }
 
 impl StoreConfig {
@@ -71,29 +92,84 @@ impl StoreConfig {
             node_id: 1,
             watch_progress_interval: Some(Duration::from_secs(5)),
             ttl_check_interval: Duration::from_secs(1),
+            peer: None,
         }
     }
 }
 
-/// Proposes commands to the local Raft.
-struct RaftProposer(Raft, Health);
+/// A connection to the current leader, for forwarded writes and read indexes.
+struct Peers {
+    network: network::Network,
+    client: tokio::sync::Mutex<Option<(NodeId, network::PeerClient)>>,
+}
+
+impl Peers {
+    async fn call(&self, leader: NodeId, addr: &str, req: rpc::RpcRequest) -> Result<rpc::RpcResponse, StoreError> {
+        let mut client = self.client.lock().await;
+        if client.as_ref().is_none_or(|(id, _)| *id != leader) {
+            *client = Some((leader, self.network.client(leader, addr)));
+        }
+        let Some((_, c)) = client.as_mut() else {
+            return Err(StoreError::NoLeader("no connection to the leader".into()));
+        };
+        c.call(&req, Duration::from_secs(10))
+            .await
+            .map_err(|e| StoreError::NoLeader(format!("forwarding to the leader: {e}")))
+    }
+}
+
+fn remote_error(e: rpc::RemoteError) -> StoreError {
+    match e {
+        rpc::RemoteError::NotLeader(s) => StoreError::NoLeader(s),
+        rpc::RemoteError::WritesStopped(reason) => StoreError::WritesStopped { reason },
+        rpc::RemoteError::ShuttingDown => StoreError::NoLeader("the leader is shutting down".into()),
+        rpc::RemoteError::Other(s) => StoreError::Raft(s),
+    }
+}
+
+fn admin_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> StoreError {
+    match e {
+        RaftError::Fatal(f) => StoreError::from_fatal(&f),
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            StoreError::NoLeader(format!("membership changes run on the leader ({f})"))
+        }
+        RaftError::APIError(e) => StoreError::Raft(e.to_string()),
+    }
+}
+
+/// Proposes commands to the local Raft, or forwards them to the leader.
+#[derive(Clone)]
+struct RaftProposer {
+    raft: Raft,
+    health: Health,
+    peers: Arc<Peers>,
+}
 
 impl Propose for RaftProposer {
     async fn propose(&self, cmd: Command) -> Result<CommandResponse, StoreError> {
-        let RaftProposer(raft, health) = self;
-        if let Some(reason) = health.failure() {
+        if let Some(reason) = self.health.failure() {
             return Err(StoreError::WritesStopped { reason });
         }
-        match raft.client_write(cmd).await {
-            Ok(resp) => Ok(resp.data),
-            Err(e) => Err(match (health.failure(), e) {
-                (Some(reason), _) => StoreError::WritesStopped { reason },
-                (None, RaftError::Fatal(f)) => StoreError::from_fatal(&f),
-                (None, RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    StoreError::NoLeader(format!("this member is not the leader ({f})"))
+        let e = match self.raft.client_write(cmd.clone()).await {
+            Ok(resp) => return Ok(resp.data),
+            Err(e) => e,
+        };
+        if let Some(reason) = self.health.failure() {
+            return Err(StoreError::WritesStopped { reason });
+        }
+        match e {
+            RaftError::Fatal(f) => Err(StoreError::from_fatal(&f)),
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                let (Some(leader), Some(node)) = (f.leader_id, f.leader_node) else {
+                    return Err(StoreError::NoLeader("no leader is known".into()));
+                };
+                tracing::trace!(leader, "forwarding a write");
+                match self.peers.call(leader, &node.addr, rpc::RpcRequest::Write(cmd)).await? {
+                    rpc::RpcResponse::Write(r) => r.map_err(remote_error),
+                    _ => Err(StoreError::Raft("leader answered with the wrong message".into())),
                 }
-                (None, RaftError::APIError(e)) => StoreError::Raft(e.to_string()),
-            }),
+            }
+            RaftError::APIError(e) => Err(StoreError::Raft(e.to_string())),
         }
     }
 }
@@ -112,6 +188,7 @@ struct Inner {
     config: StoreConfig,
     cancel: CancellationToken,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    proposer: RaftProposer,
     /// Queue of the group-commit proposer.
     proposals: tokio::sync::mpsc::Sender<(LogTxn, proposer::Reply)>,
     /// The log's flusher; it ends after Raft dropped the log store.
@@ -149,14 +226,33 @@ impl Store {
             LogStore::open(&db, health.clone()).map_err(|e| storage_err("opening the log", e))?;
         let data = Arc::new(SmData::open(&db, 8192)?);
         let sm = StateMachineStore::new(&db, data.clone())?;
-        let raft = Raft::new(config.node_id, raft_config()?, network::Network::default(), log_store, sm)
+        let mut network = network::Network::default();
+        let mut listener = None;
+        if let Some(peer) = &config.peer {
+            let tls_err = |e: tls::TlsError| StoreError::Raft(format!("peer TLS: {e}"));
+            let client = peer.tls.client_config().map_err(tls_err)?;
+            network.tls = Some(tokio_rustls::TlsConnector::from(client));
+            let server = peer.tls.server_config().map_err(tls_err)?;
+            let l = tokio::net::TcpListener::bind(peer.listen_addr)
+                .await
+                .map_err(|e| storage_err("binding the peer listener", e))?;
+            listener = Some((l, tokio_rustls::TlsAcceptor::from(server)));
+        }
+        let raft = Raft::new(config.node_id, raft_config()?, network.clone(), log_store, sm)
             .await
             .map_err(|e| StoreError::Raft(e.to_string()))?;
         let id = config.node_id;
+        let cancel = CancellationToken::new();
+        let mut tasks = Vec::new();
+        if let Some((l, acceptor)) = listener {
+            tasks.push(tokio::spawn(rpc::serve(l, acceptor, raft.clone(), cancel.clone())));
+        }
+        let joining = config.peer.as_ref().is_some_and(|p| p.join);
+        let advertise = config.peer.as_ref().map(|p| p.advertise_addr.clone()).unwrap_or_default();
         let initialized = raft.is_initialized().await.map_err(|e| StoreError::from_fatal(&e))?;
-        if !initialized {
+        if !initialized && !joining {
             tracing::info!("initializing a new one-member group");
-            let members = BTreeMap::from([(id, BasicNode::default())]);
+            let members = BTreeMap::from([(id, BasicNode::new(advertise))]);
             raft.initialize(members).await.map_err(|e| StoreError::Raft(e.to_string()))?;
         }
         let (proposals, proposals_rx) = tokio::sync::mpsc::channel(4096);
@@ -164,16 +260,23 @@ impl Store {
             inner: Arc::new(Inner {
                 proposals,
                 id,
-                raft,
+                raft: raft.clone(),
                 data,
-                health,
+                health: health.clone(),
                 config: config.clone(),
-                cancel: CancellationToken::new(),
-                tasks: Mutex::new(Vec::new()),
+                cancel,
+                tasks: Mutex::new(tasks),
+                proposer: RaftProposer {
+                    raft: raft.clone(),
+                    health: health.clone(),
+                    peers: Arc::new(Peers { network, client: tokio::sync::Mutex::new(None) }),
+                },
                 flusher: Mutex::new(Some(flusher)),
             }),
         };
-        store.wait_for_leader(Duration::from_secs(10)).await?;
+        if !joining {
+            store.wait_for_leader(Duration::from_secs(10)).await?;
+        }
         store.spawn_tasks(proposals_rx);
         tracing::info!(revision = store.inner.data.revision(), "store open");
         Ok(store)
@@ -186,11 +289,7 @@ impl Store {
         let mut tasks = self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner());
         tasks.push(tokio::spawn(compaction::run(self.clone(), window, cancel.clone())));
         tasks.push(tokio::spawn(ttl::run(self.clone(), every, cancel.clone())));
-        tasks.push(tokio::spawn(proposer::run(
-            RaftProposer(self.inner.raft.clone(), self.inner.health.clone()),
-            proposals,
-            cancel,
-        )));
+        tasks.push(tokio::spawn(proposer::run(self.inner.proposer.clone(), proposals, cancel)));
     }
 
     /// Waits until some member leads (the one voter elects itself quickly).
@@ -221,7 +320,7 @@ impl Store {
 
     /// Proposes `cmd` through Raft and returns what applying it answered.
     async fn write(&self, cmd: Command) -> Result<CommandResponse, StoreError> {
-        RaftProposer(self.inner.raft.clone(), self.inner.health.clone()).propose(cmd).await
+        self.inner.proposer.propose(cmd).await
     }
 
     /// Waits until this member's state machine reflects every write committed
@@ -232,7 +331,21 @@ impl Store {
             Ok(_) => Ok(()),
             Err(RaftError::Fatal(f)) => Err(StoreError::from_fatal(&f)),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(StoreError::NoLeader(format!("this member is not the leader ({f})")))
+                let (Some(leader), Some(node)) = (f.leader_id, f.leader_node) else {
+                    return Err(StoreError::NoLeader("no leader is known".into()));
+                };
+                let peers = &self.inner.proposer.peers;
+                let index = match peers.call(leader, &node.addr, rpc::RpcRequest::ReadIndex).await? {
+                    rpc::RpcResponse::ReadIndex(r) => r.map_err(remote_error)?,
+                    _ => return Err(StoreError::Raft("leader answered with the wrong message".into())),
+                };
+                self.inner
+                    .raft
+                    .wait(Some(Duration::from_secs(10)))
+                    .applied_index_at_least(Some(index), "read index")
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| StoreError::NoLeader(format!("catching up to the read index: {e}")))
             }
             Err(RaftError::APIError(e)) => Err(StoreError::NoLeader(e.to_string())),
         }
@@ -282,6 +395,47 @@ impl Store {
     pub async fn current_revision(&self) -> Result<Revision, StoreError> {
         self.read_barrier().await?;
         Ok(self.inner.data.revision())
+    }
+
+    /// This member's Raft id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The current leader, if known.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.inner.raft.metrics().borrow().current_leader
+    }
+
+    /// Every member (voters and learners) with its advertised address.
+    pub fn members(&self) -> BTreeMap<NodeId, String> {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config.nodes().map(|(id, node)| (*id, node.addr.clone())).collect()
+    }
+
+    /// The voting members.
+    pub fn voters(&self) -> std::collections::BTreeSet<NodeId> {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config.membership().voter_ids().collect()
+    }
+
+    /// Adds a non-voting member and waits until it has caught up (leader only).
+    pub async fn add_learner(&self, id: NodeId, addr: &str) -> Result<(), StoreError> {
+        self.inner.raft.add_learner(id, BasicNode::new(addr), true).await.map(|_| ()).map_err(admin_error)
+    }
+
+    /// Makes `voters` the voting members (leader only); others become learners.
+    pub async fn change_membership(&self, voters: std::collections::BTreeSet<NodeId>) -> Result<(), StoreError> {
+        self.inner.raft.change_membership(voters, true).await.map(|_| ()).map_err(admin_error)
+    }
+
+    /// Removes a member entirely (leader only).
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), StoreError> {
+        let mut voters = self.voters();
+        voters.remove(&id);
+        self.inner.raft.change_membership(voters, false).await.map(|_| ()).map_err(admin_error)
     }
 
     /// The oldest revision still readable (history before it is compacted).
