@@ -92,3 +92,70 @@ async fn three_members_replicate_forward_and_survive_leader_loss() {
     s2.shutdown().await.unwrap();
     s3.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learner_catches_up_from_snapshot_restart_and_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    let s1 = Store::open(member(dir.path(), 1, ports[0], &ca, false)).await.unwrap();
+    for i in 0..30 {
+        put(&s1, &format!("/k/{}", i % 4), &i.to_string()).await;
+    }
+    s1.compact(10).await.unwrap();
+    // Snapshot and drop the whole log: members can only catch up from the snapshot.
+    s1.inner.raft.trigger().snapshot().await.unwrap();
+    let raft = s1.inner.raft.clone();
+    wait_until(Duration::from_secs(10), "a snapshot", || {
+        let raft = raft.clone();
+        async move { raft.metrics().borrow().snapshot.is_some() }
+    })
+    .await;
+    let upto = s1.inner.raft.metrics().borrow().snapshot.unwrap().index;
+    s1.inner.raft.trigger().purge_log(upto).await.unwrap();
+    let raft = s1.inner.raft.clone();
+    wait_until(Duration::from_secs(10), "the log purge", || {
+        let raft = raft.clone();
+        async move { raft.metrics().borrow().purged.is_some_and(|p| p.index == upto) }
+    })
+    .await;
+
+    let s2 = Store::open(member(dir.path(), 2, ports[1], &ca, true)).await.unwrap();
+    let s3 = Store::open(member(dir.path(), 3, ports[2], &ca, true)).await.unwrap();
+    s1.add_learner(2, &addr(1)).await.unwrap();
+    s1.add_learner(3, &addr(2)).await.unwrap();
+    s1.change_membership(BTreeSet::from([1, 2, 3])).await.unwrap();
+    put(&s1, "/after", "snapshot").await;
+    let at = |rev| RangeRequest { revision: Some(rev), ..all() };
+    for s in [&s2, &s3] {
+        assert_eq!(s.range(all()).await.unwrap(), s1.range(all()).await.unwrap());
+        assert_eq!(s.range(at(12)).await.unwrap(), s1.range(at(12)).await.unwrap());
+        assert_eq!(s.compacted_revision(), 10);
+        // It could only have caught up by installing the snapshot.
+        assert!(s.inner.raft.metrics().borrow().snapshot.is_some());
+    }
+
+    // Restart member 3 from its data directory.
+    s3.shutdown().await.unwrap();
+    drop(s3);
+    put(&s2, "/while-3-was-down", "x").await;
+    let s3 = Store::open(member(dir.path(), 3, ports[2], &ca, true)).await.unwrap();
+    let rev = put(&s1, "/after-restart", "x").await.revision;
+    let s3c = s3.clone();
+    wait_until(Duration::from_secs(10), "member 3 to catch up", || {
+        let s = s3c.clone();
+        async move { s.range_stale(all()).await.unwrap().revision >= rev }
+    })
+    .await;
+    assert_eq!(s3.range(all()).await.unwrap(), s1.range(all()).await.unwrap());
+
+    s1.remove_member(3).await.unwrap();
+    assert_eq!(s1.voters(), BTreeSet::from([1, 2]));
+    assert!(!s1.members().contains_key(&3));
+    put(&s2, "/two-left", "x").await;
+    assert_eq!(s2.range(all()).await.unwrap(), s1.range(all()).await.unwrap());
+    for s in [s1, s2, s3] {
+        s.shutdown().await.unwrap();
+    }
+}
