@@ -28,3 +28,27 @@ pub enum StoreError {
     #[error("raft: {0}")]
     Raft(String),
 }
+
+impl From<super::data::DataError> for StoreError {
+    fn from(e: super::data::DataError) -> Self {
+        use super::data::DataError;
+        match e {
+            DataError::Compacted { requested, compacted } => StoreError::Compacted { requested, compacted },
+            DataError::FutureRevision { requested, current } => StoreError::FutureRevision { requested, current },
+            other => StoreError::Storage { context: "state machine".to_string(), source: Box::new(other) },
+        }
+    }
+}
+
+impl StoreError {
+    /// Maps a fatal openraft error: a stopped Raft is a shutdown, a storage
+    /// failure stops writes.
+    pub(super) fn from_fatal(e: &openraft::error::Fatal<u64>) -> StoreError {
+        use openraft::error::Fatal;
+        match e {
+            Fatal::Stopped => StoreError::ShuttingDown,
+            Fatal::StorageError(s) => StoreError::WritesStopped { reason: s.to_string() },
+            Fatal::Panicked => StoreError::Raft("raft core panicked".to_string()),
+        }
+    }
+}
