@@ -101,7 +101,10 @@ fn create_conflicts_and_invalid_names_are_reported_like_upstream() {
     let cluster = Cluster::start();
     cluster.ok(&["create", "configmap", "once", "--from-literal=a=1"]);
     let err = cluster.fails(&["create", "configmap", "once", "--from-literal=a=1"]);
-    assert!(err.contains("Error from server (AlreadyExists): configmaps \"once\" already exists"), "{err}");
+    assert!(err.contains("configmaps \"once\" already exists"), "{err}");
+    let out = cluster.kubectl_stdin(&["create", "-f", "-"], "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: once}\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Error from server (AlreadyExists)"), "{err}");
     let err = cluster.fails(&["create", "configmap", "Bad_Name"]);
     assert!(err.contains("is invalid") && err.contains("metadata.name"), "{err}");
     // A stale resourceVersion on update is a 409 Conflict.
@@ -130,32 +133,33 @@ fn server_side_apply_owns_and_removes_fields() {
 #[test]
 fn watch_streams_changes_and_pagination_walks_every_page() {
     let cluster = Cluster::start();
-    let mut watch = Command::new(std::env::var("KUBE_TEST_KUBECTL").unwrap_or_else(|_| {
-        format!("{}/.cache/bin/kubectl", env!("CARGO_MANIFEST_DIR"))
-    }))
-    .args(["get", "configmaps", "--watch", "--output-watch-events", "-o", "name"])
-    .env("KUBECONFIG", &cluster.kubeconfig)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("start kubectl watch");
-    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
-    for i in 0..5 {
+    cluster.ok(&["create", "configmap", "page-0", "--from-literal=i=x"]);
+    let mut watch = Command::new(common::client("kubectl"))
+        .args(["get", "configmaps", "--watch", "--output-watch-events", "--no-headers"])
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start kubectl watch");
+    let mut lines = BufReader::new(watch.stdout.take().expect("watch stdout")).lines();
+    let mut next_event = || {
+        let line = lines.next().expect("watch ended early").expect("watch output");
+        let columns: Vec<String> = line.split_whitespace().take(2).map(str::to_string).collect();
+        columns.join(" ")
+    };
+    // The initial list arrives as ADDED before any change is made.
+    assert_eq!(next_event(), "ADDED page-0");
+    for i in 1..5 {
         cluster.ok(&["create", "configmap", &format!("page-{i}"), "--from-literal=i=x"]);
     }
+    cluster.ok(&["label", "configmap", "page-1", "seen=yes"]);
     cluster.ok(&["delete", "configmap", "page-0"]);
-    let mut seen = Vec::new();
-    while seen.len() < 6 {
-        let line = lines.next().expect("watch ended early").expect("watch output");
-        seen.push(line);
-    }
+    let seen: Vec<String> = (0..6).map(|_| next_event()).collect();
     let _ = watch.kill();
     let _ = watch.wait();
-    assert_eq!(seen[0], "ADDED configmap/page-0");
-    assert_eq!(seen[4], "ADDED configmap/page-4");
-    assert_eq!(seen[5], "DELETED configmap/page-0");
+    assert_eq!(seen, ["ADDED page-1", "ADDED page-2", "ADDED page-3", "ADDED page-4", "MODIFIED page-1", "DELETED page-0"]);
 
-    let paged = cluster.ok(&["get", "configmaps", "--chunk-size=1", "-o", "name", "-v=6"]);
+    let paged = cluster.ok(&["get", "configmaps", "--chunk-size=1", "-o", "name"]);
     let names: Vec<&str> = paged.lines().collect();
     assert_eq!(names, ["configmap/page-1", "configmap/page-2", "configmap/page-3", "configmap/page-4"]);
 }
@@ -164,15 +168,20 @@ fn watch_streams_changes_and_pagination_walks_every_page() {
 fn anonymous_requests_are_unauthorized() {
     let cluster = Cluster::start();
     let server = format!("https://127.0.0.1:{}", cluster.port);
-    let out = Command::new(std::env::var("KUBE_TEST_KUBECTL").unwrap_or_else(|_| {
-        format!("{}/.cache/bin/kubectl", env!("CARGO_MANIFEST_DIR"))
-    }))
-    .args(["--kubeconfig", "/dev/null", "--server", &server, "--insecure-skip-tls-verify", "get", "namespaces"])
-    .output()
-    .unwrap();
+    let out = Command::new(common::client("kubectl"))
+        .args(["--kubeconfig", "/dev/null", "--server", &server, "--insecure-skip-tls-verify", "--token", "not-a-token"])
+        .args(["get", "namespaces"])
+        .output()
+        .expect("run kubectl");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("Unauthorized"), "{err}");
+    assert!(err.contains("You must be logged in to the server"), "{err}");
+    // Without any credentials every path, health included, answers 401 with a Status.
+    for path in ["/healthz", "/api", "/api/v1/namespaces"] {
+        let out = Command::new("curl").args(["-sk", &format!("{server}{path}")]).output().expect("run curl");
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a Status body");
+        assert_eq!((status["kind"].as_str(), status["code"].as_i64()), (Some("Status"), Some(401)), "{path}");
+    }
 }
 
 #[test]

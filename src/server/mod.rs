@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
+pub mod protobuf;
 pub mod registry;
 pub mod request_info;
 pub mod rest;
@@ -95,12 +96,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tracing::info!(kubeconfig = %config.kubeconfig_path.display(), "wrote admin kubeconfig");
 
     tracing::info!(dir = %config.data_dir.display(), "opening the store");
-    let store = crate::store::Store::open(crate::store::StoreConfig {
-        data_dir: config.data_dir.join("db"),
-        history_window: config.history_window,
-    })
-    .await
-    .context("cannot open the store")?;
+    let mut store_config = crate::store::StoreConfig::new(config.data_dir.join("db"));
+    store_config.history_window = config.history_window;
+    let store = crate::store::Store::open(store_config).await.context("cannot open the store")?;
     let state = state::ApiState::new(registry::Registry::new(store), catalog::Catalog::builtin(), config.clone());
     bootstrap::run(&state).await.map_err(|err| anyhow::anyhow!("bootstrap failed: {}", err.message))?;
     state.bootstrapped.store(true, std::sync::atomic::Ordering::Release);
@@ -124,5 +122,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     shutdown.cancel();
     let _ = serving_task.await;
+    if let Err(err) = state.registry.store().shutdown().await {
+        tracing::warn!(error = %err, "store shutdown failed");
+    }
     Ok(())
 }

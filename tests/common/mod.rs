@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A path to a client binary: `$KUBE_TEST_<NAME>` or `.cache/bin/<name>`.
-fn client(name: &str) -> PathBuf {
+pub fn client(name: &str) -> PathBuf {
     let var = format!("KUBE_TEST_{}", name.to_uppercase());
     let path = std::env::var_os(&var)
         .map(PathBuf::from)

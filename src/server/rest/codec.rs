@@ -59,6 +59,9 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> 
         "application/yaml" | "application/apply-patch+yaml" | "application/apply-patch+cbor" => {
             serde_norway::from_slice(body).map_err(|err| ApiError::bad_request(format!("error decoding YAML: {err}")))
         }
+        crate::server::protobuf::CONTENT_TYPE => {
+            crate::server::protobuf::decode_object(body).map_err(|err| ApiError::bad_request(err.to_string()))
+        }
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }
@@ -102,7 +105,7 @@ mod tests {
         let json = decode_body(&headers(&[("content-type", "application/json")]), br#"{"a":1}"#).unwrap();
         let yaml = decode_body(&headers(&[("content-type", "application/yaml")]), b"a: 1\n").unwrap();
         assert_eq!(json, yaml);
-        let err = decode_body(&headers(&[("content-type", "application/vnd.kubernetes.protobuf")]), b"x").unwrap_err();
+        let err = decode_body(&headers(&[("content-type", "application/cbor")]), b"x").unwrap_err();
         assert_eq!(err.code, 415);
         assert_eq!(decode_body(&HeaderMap::new(), b"{").unwrap_err().code, 400);
     }
