@@ -5,6 +5,7 @@ pub mod authn;
 pub mod authz;
 pub mod bootstrap;
 pub mod catalog;
+pub mod client;
 pub mod config;
 pub mod discovery;
 pub mod error;

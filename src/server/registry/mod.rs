@@ -77,6 +77,15 @@ pub fn namespace_of(obj: &Value) -> Option<&str> {
     obj.pointer("/metadata/namespace").and_then(Value::as_str).filter(|ns| !ns.is_empty())
 }
 
+/// Whether a deleted object has no finalizers left (and may leave the store).
+pub fn finalized(res: &ResourceInfo, obj: &Value) -> bool {
+    let empty = |pointer: &str| obj.pointer(pointer).and_then(Value::as_array).is_none_or(Vec::is_empty);
+    obj.pointer("/metadata/deletionTimestamp").is_some()
+        && empty("/metadata/finalizers")
+        && (res.kind != "Namespace" || empty("/spec/finalizers"))
+        && !(res.kind == "Pod" && obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty()))
+}
+
 /// The `metadata.resourceVersion` the client sent, if any.
 pub fn resource_version_of(obj: &Value) -> Result<Option<Revision>, ApiError> {
     parse_resource_version(obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default())
@@ -141,6 +150,16 @@ impl Registry {
         let mut obj = obj;
         set_resource_version(&mut obj, response.revision);
         Ok(obj)
+    }
+
+    /// Like [`Registry::replace`], but an object being deleted whose last
+    /// finalizer is gone is removed instead (pods wait for their node's agent).
+    pub async fn replace_or_finalize(&self, res: &ResourceInfo, obj: Value, expected: Revision) -> Result<Value, ApiError> {
+        if finalized(res, &obj) {
+            let name = name_of(&obj).to_string();
+            return self.remove(res, namespace_of(&obj), &name, expected).await;
+        }
+        self.replace(res, obj, expected).await
     }
 
     /// Removes the object if its mod revision is still `expected`; 409 otherwise.

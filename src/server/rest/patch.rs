@@ -94,7 +94,7 @@ pub async fn patch(call: Call, body: Bytes) -> Result<Response, ApiError> {
         if dry_run || unchanged == current {
             return Ok(respond(StatusCode::OK, &unchanged, call.negotiated));
         }
-        match registry.replace(&res, prepared, revision).await {
+        match registry.replace_or_finalize(&res, prepared, revision).await {
             Err(err) if err.code == 409 => continue,
             Err(err) => return Err(err),
             Ok(stored) => return Ok(respond(StatusCode::OK, &stored, call.negotiated)),

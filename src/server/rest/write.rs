@@ -47,7 +47,7 @@ pub async fn update(call: Call, body: Bytes) -> Result<Response, ApiError> {
         set_resource_version(&mut unchanged, current);
         return Ok(respond(StatusCode::OK, &unchanged, call.negotiated));
     }
-    let stored = call.state.registry.replace(&call.resource, prepared, current).await?;
+    let stored = call.state.registry.replace_or_finalize(&call.resource, prepared, current).await?;
     Ok(respond(StatusCode::OK, &stored, call.negotiated))
 }
 

@@ -1,0 +1,32 @@
+//! Every controller of the control plane, in-process. Each one file, each a
+//! `reconcile(key)` over current state that a watch wakes up and a periodic
+//! resync repeats; all write through the in-process API client, so they pass
+//! the same authorization, admission and validation as users.
+
+pub mod garbage_collector;
+pub mod namespace;
+pub mod queue;
+pub mod serviceaccount;
+
+use crate::server::catalog::Catalog;
+use crate::server::client::Client;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// What every controller gets.
+#[derive(Clone)]
+pub struct Context {
+    pub client: Client,
+    pub catalog: Catalog,
+    /// The cluster CA (published as `kube-root-ca.crt` in every namespace).
+    pub ca_pem: String,
+}
+
+/// Starts every controller; they stop when `shutdown` is cancelled.
+pub fn start(ctx: Context, shutdown: CancellationToken) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
+    tasks.spawn(namespace::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(garbage_collector::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(serviceaccount::run(ctx, shutdown));
+    tasks
+}

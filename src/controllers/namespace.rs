@@ -1,0 +1,52 @@
+//! The namespace controller: a namespace being deleted has its content
+//! deleted, then its `kubernetes` finalizer removed, which lets it go.
+
+use super::Context;
+use super::queue::{self, Action, Key};
+use crate::server::client;
+use crate::server::error::ApiError;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub async fn run(ctx: Context, shutdown: CancellationToken) {
+    queue::run(ctx, shutdown, "namespace", ("", "v1", "namespaces"), Duration::from_secs(60), reconcile).await;
+}
+
+async fn reconcile(ctx: Context, (_, name): Key) -> Result<Action, ApiError> {
+    let namespaces = ctx.catalog.lookup("", "v1", "namespaces").ok_or_else(ApiError::not_found_path)?;
+    let ns = match ctx.client.get(&client::path(&namespaces, None, Some(&name), None)).await {
+        Ok(ns) => ns,
+        Err(err) if err.code == 404 => return Ok(Action::Done),
+        Err(err) => return Err(err),
+    };
+    if ns.pointer("/metadata/deletionTimestamp").is_none() {
+        return Ok(Action::Done);
+    }
+    let mut remaining = 0;
+    for res in ctx.catalog.all().iter().filter(|r| r.namespaced && r.stored) {
+        let collection = client::path(res, Some(&name), None, None);
+        match ctx.client.delete(&collection, None).await {
+            Ok(_) => {}
+            Err(err) if err.code == 404 || err.code == 405 => continue,
+            Err(err) => return Err(err),
+        }
+        remaining += ctx.client.list(&collection).await?.len();
+    }
+    if remaining > 0 {
+        tracing::info!(namespace = %name, remaining, "waiting for namespace content to go");
+        return Ok(Action::RequeueAfter(Duration::from_secs(1)));
+    }
+    let finalizers: Vec<Value> = ns
+        .pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .map(|f| f.iter().filter(|x| x.as_str() != Some("kubernetes")).cloned().collect())
+        .unwrap_or_default();
+    let mut finalized = ns.clone();
+    finalized["spec"] = json!({"finalizers": finalizers});
+    match ctx.client.update(&client::path(&namespaces, None, Some(&name), Some("finalize")), finalized).await {
+        Ok(_) => Ok(Action::Done),
+        Err(err) if err.code == 404 => Ok(Action::Done),
+        Err(err) => Err(err),
+    }
+}
