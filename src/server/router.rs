@@ -2,7 +2,7 @@
 //! the router with `oneshot` and a user in the request extensions.
 
 use super::state::ApiState;
-use super::{authn, discovery, health, rest};
+use super::{authn, discovery, health, openapi, rest};
 use axum::Router;
 use axum::extract::Request;
 use axum::middleware::{self, Next};
@@ -29,6 +29,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/apis", get(discovery::groups))
         .route("/apis/{group}", get(discovery::group))
         .route("/apis/{group}/{version}", get(discovery::group_version))
+        .route("/openapi/v2", get(openapi::v2))
+        .route("/openapi/v3", get(openapi::v3_root))
+        .route("/openapi/v3/{*path}", get(openapi::v3_group_version))
         .fallback(rest::handle)
         .layer(middleware::from_fn(require_user))
         .with_state(state)
