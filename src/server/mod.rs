@@ -109,20 +109,25 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         cert_pem: &serving.cert_pem,
         key_pem: &serving.key_pem,
     })?;
+    let signer = std::sync::Arc::new(authn::serviceaccount::TokenSigner::load_or_create(&tls_dir)?);
+    let router = router::router(state.clone()).layer(axum::Extension(signer.clone()));
+    let shutdown = CancellationToken::new();
+    let controllers = crate::controllers::start(
+        crate::controllers::Context {
+            client: client::Client::new(router.clone(), authn::UserInfo::system_masters("system:kube-controller-manager")),
+            catalog: state.catalog.clone(),
+            ca_pem: ca.cert_pem.clone(),
+        },
+        shutdown.clone(),
+    );
     let tcp = listener::bind(config.listen).await?;
     tracing::info!(addr = %config.listen, "API server listening");
-    let shutdown = CancellationToken::new();
-    let serving_task = tokio::spawn(listener::serve(
-        tcp,
-        tls,
-        router::router(state.clone()),
-        shutdown.clone(),
-        Duration::from_secs(5),
-    ));
+    let serving_task = tokio::spawn(listener::serve(tcp, tls, router, shutdown.clone(), Duration::from_secs(5)));
     shutdown_signal().await;
     tracing::info!("shutting down");
     shutdown.cancel();
     let _ = serving_task.await;
+    controllers.join_all().await;
     if let Err(err) = state.registry.store().shutdown().await {
         tracing::warn!(error = %err, "store shutdown failed");
     }

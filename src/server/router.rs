@@ -2,7 +2,7 @@
 //! the router with `oneshot` and a user in the request extensions.
 
 use super::state::ApiState;
-use super::{authn, authz, discovery, health, rest};
+use super::{authn, authz, discovery, health, openapi, rest};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
@@ -47,6 +47,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/apis", get(discovery::groups))
         .route("/apis/{group}", get(discovery::group))
         .route("/apis/{group}/{version}", get(discovery::group_version))
+        .route("/openapi/v2", get(openapi::v2))
+        .route("/openapi/v3", get(openapi::v3_root))
+        .route("/openapi/v3/{*path}", get(openapi::v3_group_version))
         .fallback(rest::handle)
         .layer(middleware::from_fn_with_state(state.clone(), require_user))
         .with_state(state)

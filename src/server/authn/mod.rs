@@ -42,5 +42,23 @@ pub fn authenticate(parts: &http::request::Parts) -> Result<UserInfo, crate::ser
     if let Some(user) = parts.extensions.get::<UserInfo>() {
         return Ok(user.clone());
     }
+    if let Some(token) = bearer_token(parts) {
+        // The router's `Extension(Arc<TokenSigner>)`; without it no token is accepted.
+        let signer = parts.extensions.get::<std::sync::Arc<serviceaccount::TokenSigner>>();
+        if let Some(signer) = signer {
+            match signer.authenticate(token) {
+                Ok(user) => return Ok(user),
+                Err(err) => tracing::debug!(error = %err, "bearer token rejected"),
+            }
+        }
+    }
     Err(crate::server::error::ApiError::unauthorized())
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer_token(parts: &http::request::Parts) -> Option<&str> {
+    let value = parts.headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
