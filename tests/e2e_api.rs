@@ -51,7 +51,10 @@ fn kubectl_reads_version_discovery_and_default_namespaces() {
         assert!(namespaces.lines().any(|l| l.starts_with(ns) && l.contains("Active")), "{namespaces}");
     }
     let resources = cluster.ok(&["api-resources"]);
-    assert!(resources.lines().any(|l| l.starts_with("deployments") && l.contains("deploy") && l.contains("apps/v1")), "{resources}");
+    assert!(
+        resources.lines().any(|l| l.starts_with("deployments") && l.contains("deploy") && l.contains("apps/v1")),
+        "{resources}"
+    );
     let service = cluster.ok(&["get", "service", "kubernetes", "-o", "jsonpath={.spec.clusterIP}"]);
     assert_eq!(service, "10.43.0.1");
 }
@@ -70,26 +73,54 @@ fn apply_get_patch_delete_round_trip() {
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["NAME", "DATA", "AGE"]);
     assert!(table.lines().any(|l| l.starts_with("settings") && l.split_whitespace().nth(1) == Some("1")), "{table}");
-    let deploy = cluster.ok(&["get", "deploy", "web", "-n", "shop", "-o", "jsonpath={.spec.replicas} {.metadata.generation}"]);
+    let deploy =
+        cluster.ok(&["get", "deploy", "web", "-n", "shop", "-o", "jsonpath={.spec.replicas} {.metadata.generation}"]);
     assert_eq!(deploy, "2 1");
 
     cluster.ok(&["label", "configmap", "settings", "-n", "shop", "release=1"]);
     cluster.ok(&["patch", "configmap", "settings", "-n", "shop", "--type=merge", "-p", r#"{"data":{"size":"L"}}"#]);
-    cluster.ok(&["patch", "configmap", "settings", "-n", "shop", "--type=json", "-p", r#"[{"op":"replace","path":"/data/color","value":"red"}]"#]);
+    cluster.ok(&[
+        "patch",
+        "configmap",
+        "settings",
+        "-n",
+        "shop",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/data/color","value":"red"}]"#,
+    ]);
     cluster.ok(&["scale", "deployment", "web", "-n", "shop", "--replicas=3"]);
     cluster.ok(&["set", "image", "deployment/web", "-n", "shop", "web=127.0.0.1:5000/busybox:v2"]);
-    let cm = cluster.ok(&["get", "cm", "settings", "-n", "shop", "-o", "jsonpath={.data.color} {.data.size} {.metadata.labels.release}"]);
+    let cm = cluster.ok(&[
+        "get",
+        "cm",
+        "settings",
+        "-n",
+        "shop",
+        "-o",
+        "jsonpath={.data.color} {.data.size} {.metadata.labels.release}",
+    ]);
     assert_eq!(cm, "red L 1");
-    let deploy = cluster.ok(&["get", "deploy", "web", "-n", "shop", "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image} {.metadata.generation}"]);
+    let deploy = cluster.ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-n",
+        "shop",
+        "-o",
+        "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image} {.metadata.generation}",
+    ]);
     assert_eq!(deploy, "3 127.0.0.1:5000/busybox:v2 3");
 
     let selected = cluster.ok(&["get", "cm", "-n", "shop", "-l", "tier=web,release in (1,2)", "-o", "name"]);
     assert_eq!(selected.trim(), "configmap/settings");
-    let none = cluster.ok(&["get", "cm", "-n", "shop", "-l", "tier!=web", "-o", "name"]);
+    let none = cluster.ok(&["get", "cm", "-n", "shop", "-l", "tier,tier!=web", "-o", "name"]);
     assert_eq!(none.trim(), "");
+    let others = cluster.ok(&["get", "cm", "-n", "shop", "-l", "tier!=web", "-o", "name"]);
+    assert_eq!(others.trim(), "configmap/kube-root-ca.crt");
 
     let deleted = cluster.ok(&["delete", "configmap", "settings", "-n", "shop"]);
-    assert_eq!(deleted.trim(), "configmap \"settings\" deleted");
+    assert_eq!(deleted.trim(), "configmap \"settings\" deleted from shop namespace");
     let err = cluster.fails(&["get", "configmap", "settings", "-n", "shop"]);
     assert!(err.contains("Error from server (NotFound): configmaps \"settings\" not found"), "{err}");
     let err = cluster.fails(&["create", "configmap", "x", "-n", "nowhere"]);
@@ -102,7 +133,8 @@ fn create_conflicts_and_invalid_names_are_reported_like_upstream() {
     cluster.ok(&["create", "configmap", "once", "--from-literal=a=1"]);
     let err = cluster.fails(&["create", "configmap", "once", "--from-literal=a=1"]);
     assert!(err.contains("configmaps \"once\" already exists"), "{err}");
-    let out = cluster.kubectl_stdin(&["create", "-f", "-"], "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: once}\n");
+    let out =
+        cluster.kubectl_stdin(&["create", "-f", "-"], "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: once}\n");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Error from server (AlreadyExists)"), "{err}");
     let err = cluster.fails(&["create", "configmap", "Bad_Name"]);
@@ -123,7 +155,13 @@ fn server_side_apply_owns_and_removes_fields() {
     let second = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: owned\n  labels: {a: '1'}\ndata: {k: w}\n";
     let out = cluster.kubectl_stdin(&["apply", "--server-side", "--field-manager=tool", "-f", "-"], second);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let got = cluster.ok(&["get", "cm", "owned", "-o", "jsonpath={.metadata.labels} {.data.k} {.metadata.managedFields[0].manager}"]);
+    let got = cluster.ok(&[
+        "get",
+        "cm",
+        "owned",
+        "-o",
+        "jsonpath={.metadata.labels} {.data.k} {.metadata.managedFields[0].manager}",
+    ]);
     assert_eq!(got, r#"{"a":"1"} w tool"#);
     let other = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: owned\ndata: {k: x}\n";
     let out = cluster.kubectl_stdin(&["apply", "--server-side", "--field-manager=other", "-f", "-"], other);
@@ -136,6 +174,7 @@ fn watch_streams_changes_and_pagination_walks_every_page() {
     cluster.ok(&["create", "configmap", "page-0", "--from-literal=i=x"]);
     let mut watch = Command::new(common::client("kubectl"))
         .args(["get", "configmaps", "--watch", "--output-watch-events", "--no-headers"])
+        .args(["--field-selector", "metadata.name!=kube-root-ca.crt"])
         .env("KUBECONFIG", &cluster.kubeconfig)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -157,9 +196,19 @@ fn watch_streams_changes_and_pagination_walks_every_page() {
     let seen: Vec<String> = (0..6).map(|_| next_event()).collect();
     let _ = watch.kill();
     let _ = watch.wait();
-    assert_eq!(seen, ["ADDED page-1", "ADDED page-2", "ADDED page-3", "ADDED page-4", "MODIFIED page-1", "DELETED page-0"]);
+    assert_eq!(
+        seen,
+        ["ADDED page-1", "ADDED page-2", "ADDED page-3", "ADDED page-4", "MODIFIED page-1", "DELETED page-0"]
+    );
 
-    let paged = cluster.ok(&["get", "configmaps", "--chunk-size=1", "-o", "name"]);
+    let paged = cluster.ok(&[
+        "get",
+        "configmaps",
+        "--chunk-size=1",
+        "-o",
+        "name",
+        "--field-selector=metadata.name!=kube-root-ca.crt",
+    ]);
     let names: Vec<&str> = paged.lines().collect();
     assert_eq!(names, ["configmap/page-1", "configmap/page-2", "configmap/page-3", "configmap/page-4"]);
 }
@@ -169,7 +218,15 @@ fn anonymous_requests_are_unauthorized() {
     let cluster = Cluster::start();
     let server = format!("https://127.0.0.1:{}", cluster.port);
     let out = Command::new(common::client("kubectl"))
-        .args(["--kubeconfig", "/dev/null", "--server", &server, "--insecure-skip-tls-verify", "--token", "not-a-token"])
+        .args([
+            "--kubeconfig",
+            "/dev/null",
+            "--server",
+            &server,
+            "--insecure-skip-tls-verify",
+            "--token",
+            "not-a-token",
+        ])
         .args(["get", "namespaces"])
         .output()
         .expect("run kubectl");

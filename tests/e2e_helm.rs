@@ -11,7 +11,12 @@ fn chart() -> String {
 
 fn helm_ok(cluster: &Cluster, args: &[&str]) -> String {
     let out = cluster.helm(args);
-    assert!(out.status.success(), "helm {args:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), cluster.log_tail());
+    assert!(
+        out.status.success(),
+        "helm {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cluster.log_tail()
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

@@ -30,21 +30,27 @@ impl Node {
     fn from(res: &Arc<ResourceInfo>, obj: &Value) -> Option<(String, Node)> {
         let uid = obj.pointer("/metadata/uid")?.as_str()?.to_string();
         let strings = |p: &str| -> Vec<String> {
-            obj.pointer(p).and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default()
+            obj.pointer(p)
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default()
         };
         let owners = obj
             .pointer("/metadata/ownerReferences")
             .and_then(Value::as_array)
             .map(|refs| refs.iter().filter_map(|r| r.get("uid")?.as_str().map(str::to_string)).collect())
             .unwrap_or_default();
-        Some((uid, Node {
-            res: res.clone(),
-            namespace: obj.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string),
-            name: obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string(),
-            owners,
-            deleting: obj.pointer("/metadata/deletionTimestamp").is_some(),
-            finalizers: strings("/metadata/finalizers"),
-        }))
+        Some((
+            uid,
+            Node {
+                res: res.clone(),
+                namespace: obj.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string),
+                name: obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string(),
+                owners,
+                deleting: obj.pointer("/metadata/deletionTimestamp").is_some(),
+                finalizers: strings("/metadata/finalizers"),
+            },
+        ))
     }
 
     fn path(&self) -> String {
@@ -60,7 +66,11 @@ struct Graph {
 
 impl Graph {
     fn dependents(&self, owner: &str) -> Vec<(String, Node)> {
-        self.nodes.iter().filter(|(_, n)| n.owners.iter().any(|o| o == owner)).map(|(u, n)| (u.clone(), n.clone())).collect()
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.owners.iter().any(|o| o == owner))
+            .map(|(u, n)| (u.clone(), n.clone()))
+            .collect()
     }
 }
 
@@ -86,7 +96,10 @@ async fn watch_resource(ctx: Context, res: Arc<ResourceInfo>, tx: mpsc::Sender<C
                     let change = match kind.as_str() {
                         "ADDED" | "MODIFIED" => Change::Upsert(res.clone(), obj),
                         "DELETED" => Change::Delete(res.clone(), obj),
-                        "BOOKMARK" if !reported && obj.pointer("/metadata/annotations/k8s.io~1initial-events-end").is_some() => {
+                        "BOOKMARK"
+                            if !reported
+                                && obj.pointer("/metadata/annotations/k8s.io~1initial-events-end").is_some() =>
+                        {
                             reported = true;
                             Change::Synced
                         }
@@ -157,7 +170,9 @@ async fn process(ctx: &Context, graph: &Graph, uid: &str) -> Result<(), ApiError
     let Some(node) = graph.nodes.get(uid) else { return Ok(()) };
     if !node.owners.is_empty() && !node.deleting && node.owners.iter().all(|o| !graph.nodes.contains_key(o)) {
         tracing::info!(resource = %node.res.plural, name = %node.name, "deleting object whose owners are gone");
-        return ignore_not_found(ctx.client.delete(&node.path(), Some(json!({"propagationPolicy": "Background"}))).await);
+        return ignore_not_found(
+            ctx.client.delete(&node.path(), Some(json!({"propagationPolicy": "Background"}))).await,
+        );
     }
     if !node.deleting {
         return Ok(());
@@ -175,7 +190,9 @@ async fn process(ctx: &Context, graph: &Graph, uid: &str) -> Result<(), ApiError
                 .and_then(Value::as_array)
                 .map(|r| r.iter().filter(|o| o.get("uid").and_then(Value::as_str) != Some(uid)).cloned().collect())
                 .unwrap_or_default();
-            ignore_not_found(ctx.client.merge_patch(&dependent.path(), json!({"metadata": {"ownerReferences": refs}})).await)?;
+            ignore_not_found(
+                ctx.client.merge_patch(&dependent.path(), json!({"metadata": {"ownerReferences": refs}})).await,
+            )?;
         }
         return remove_finalizer(ctx, node, "orphan").await;
     }
@@ -184,7 +201,9 @@ async fn process(ctx: &Context, graph: &Graph, uid: &str) -> Result<(), ApiError
             return remove_finalizer(ctx, node, "foregroundDeletion").await;
         }
         for (_, dependent) in dependents.iter().filter(|(_, d)| !d.deleting) {
-            ignore_not_found(ctx.client.delete(&dependent.path(), Some(json!({"propagationPolicy": "Foreground"}))).await)?;
+            ignore_not_found(
+                ctx.client.delete(&dependent.path(), Some(json!({"propagationPolicy": "Foreground"}))).await,
+            )?;
         }
     }
     Ok(())

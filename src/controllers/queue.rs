@@ -29,8 +29,14 @@ pub fn key_of(obj: &Value) -> Key {
 }
 
 /// Runs `reconcile` for every object of `group/version/plural` that changes.
-pub async fn run<F, Fut>(ctx: Context, shutdown: CancellationToken, name: &'static str, gvr: (&str, &str, &str), resync: Duration, reconcile: F)
-where
+pub async fn run<F, Fut>(
+    ctx: Context,
+    shutdown: CancellationToken,
+    name: &'static str,
+    gvr: (&str, &str, &str),
+    resync: Duration,
+    reconcile: F,
+) where
     F: Fn(Context, Key) -> Fut,
     Fut: Future<Output = Result<Action, ApiError>>,
 {

@@ -39,7 +39,13 @@ async fn reconcile(ctx: Context, (_, ns): Key) -> Result<Action, ApiError> {
     if namespace.pointer("/metadata/deletionTimestamp").is_some() {
         return Ok(Action::Done);
     }
-    ensure(&ctx, "serviceaccounts", &ns, json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})).await?;
+    ensure(
+        &ctx,
+        "serviceaccounts",
+        &ns,
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
+    )
+    .await?;
     let root_ca = json!({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "kube-root-ca.crt", "annotations": {"kubernetes.io/description":

@@ -20,7 +20,11 @@ pub struct Client {
 
 /// The REST path of a resource collection or object.
 pub fn path(res: &ResourceInfo, namespace: Option<&str>, name: Option<&str>, sub: Option<&str>) -> String {
-    let mut path = if res.group.is_empty() { format!("/api/{}", res.version) } else { format!("/apis/{}/{}", res.group, res.version) };
+    let mut path = if res.group.is_empty() {
+        format!("/api/{}", res.version)
+    } else {
+        format!("/apis/{}/{}", res.group, res.version)
+    };
     if let Some(ns) = namespace.filter(|_| res.namespaced) {
         path.push_str(&format!("/namespaces/{ns}"));
     }
@@ -68,7 +72,12 @@ impl Client {
         if (200..300).contains(&code) { Ok(value) } else { Err(status_error(code, &value)) }
     }
 
-    async fn send(&self, method: Method, uri: &str, body: Option<(&str, Value)>) -> Result<http::Response<Body>, ApiError> {
+    async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<(&str, Value)>,
+    ) -> Result<http::Response<Body>, ApiError> {
         let mut builder = Request::builder().method(method).uri(uri).header(header::ACCEPT, "application/json");
         let body = match body {
             Some((content_type, value)) => {

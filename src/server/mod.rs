@@ -114,7 +114,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let controllers = crate::controllers::start(
         crate::controllers::Context {
-            client: client::Client::new(router.clone(), authn::UserInfo::system_masters("system:kube-controller-manager")),
+            client: client::Client::new(
+                router.clone(),
+                authn::UserInfo::system_masters("system:kube-controller-manager"),
+            ),
             catalog: state.catalog.clone(),
             ca_pem: ca.cert_pem.clone(),
         },

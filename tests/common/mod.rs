@@ -35,7 +35,8 @@ impl Cluster {
     /// Starts a control plane (no local agent) and waits until `/readyz` says ok.
     pub fn start() -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut cluster = Cluster { port: free_port(), kubeconfig: dir.path().join("admin.kubeconfig"), dir, server: None };
+        let mut cluster =
+            Cluster { port: free_port(), kubeconfig: dir.path().join("admin.kubeconfig"), dir, server: None };
         cluster.spawn();
         cluster
     }
@@ -130,14 +131,23 @@ impl Cluster {
     /// kubectl that must succeed; returns its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
-        assert!(out.status.success(), "kubectl {args:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), self.log_tail());
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail()
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// kubectl that must fail; returns its stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
-        assert!(!out.status.success(), "kubectl {args:?} should have failed:\n{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} should have failed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 

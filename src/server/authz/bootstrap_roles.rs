@@ -36,19 +36,48 @@ fn binding(name: &str, role: &str, groups: &[&str]) -> Value {
 /// Namespaced resources users work with, by API group.
 fn workload_rules(verbs: &[&str], with_secrets: bool) -> Vec<Value> {
     let mut core = vec![
-        "pods", "pods/log", "pods/status", "services", "services/status", "endpoints", "configmaps",
-        "persistentvolumeclaims", "persistentvolumeclaims/status", "replicationcontrollers",
-        "replicationcontrollers/scale", "replicationcontrollers/status", "serviceaccounts", "events", "limitranges",
-        "resourcequotas", "resourcequotas/status", "podtemplates",
+        "pods",
+        "pods/log",
+        "pods/status",
+        "services",
+        "services/status",
+        "endpoints",
+        "configmaps",
+        "persistentvolumeclaims",
+        "persistentvolumeclaims/status",
+        "replicationcontrollers",
+        "replicationcontrollers/scale",
+        "replicationcontrollers/status",
+        "serviceaccounts",
+        "events",
+        "limitranges",
+        "resourcequotas",
+        "resourcequotas/status",
+        "podtemplates",
     ];
     if with_secrets {
         core.push("secrets");
     }
     vec![
         rule(&[""], &core, verbs),
-        rule(&["apps"], &["deployments", "deployments/scale", "deployments/status", "replicasets", "replicasets/scale",
-            "replicasets/status", "statefulsets", "statefulsets/scale", "statefulsets/status", "daemonsets",
-            "daemonsets/status", "controllerrevisions"], verbs),
+        rule(
+            &["apps"],
+            &[
+                "deployments",
+                "deployments/scale",
+                "deployments/status",
+                "replicasets",
+                "replicasets/scale",
+                "replicasets/status",
+                "statefulsets",
+                "statefulsets/scale",
+                "statefulsets/status",
+                "daemonsets",
+                "daemonsets/status",
+                "controllerrevisions",
+            ],
+            verbs,
+        ),
         rule(&["batch"], &["jobs", "jobs/status", "cronjobs", "cronjobs/status"], verbs),
         rule(&["autoscaling"], &["horizontalpodautoscalers", "horizontalpodautoscalers/status"], verbs),
         rule(&["policy"], &["poddisruptionbudgets", "poddisruptionbudgets/status"], verbs),
@@ -64,49 +93,78 @@ pub fn objects() -> (Vec<Value>, Vec<Value>) {
     view.push(rule(&[""], &["namespaces", "namespaces/status"], READ));
     let mut edit = workload_rules(READ, true);
     edit.extend(workload_rules(WRITE, true));
-    edit.push(rule(&[""], &["pods/exec", "pods/attach", "pods/portforward", "pods/eviction", "serviceaccounts/token"], &["create", "get"]));
+    edit.push(rule(
+        &[""],
+        &["pods/exec", "pods/attach", "pods/portforward", "pods/eviction", "serviceaccounts/token"],
+        &["create", "get"],
+    ));
     edit.push(rule(&[""], &["namespaces"], READ));
     let mut admin = edit.clone();
-    admin.push(rule(&["rbac.authorization.k8s.io"], &["roles", "rolebindings"], &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]));
+    admin.push(rule(
+        &["rbac.authorization.k8s.io"],
+        &["roles", "rolebindings"],
+        &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+    ));
     admin.push(rule(&["authorization.k8s.io"], &["localsubjectaccessreviews"], &["create"]));
     let roles = vec![
-        role("cluster-admin", vec![
-            rule(&["*"], &["*"], &["*"]),
-            json!({"nonResourceURLs": ["*"], "verbs": ["*"]}),
-        ]),
-        role("system:discovery", vec![json!({"nonResourceURLs": [
+        role("cluster-admin", vec![rule(&["*"], &["*"], &["*"]), json!({"nonResourceURLs": ["*"], "verbs": ["*"]})]),
+        role(
+            "system:discovery",
+            vec![json!({"nonResourceURLs": [
             "/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz",
-            "/version", "/version/"], "verbs": ["get"]})]),
-        role("system:public-info-viewer", vec![json!({"nonResourceURLs": [
-            "/healthz", "/livez", "/readyz", "/version", "/version/"], "verbs": ["get"]})]),
-        role("system:basic-user", vec![
-            rule(&["authorization.k8s.io"], &["selfsubjectaccessreviews", "selfsubjectrulesreviews"], &["create"]),
-            rule(&["authentication.k8s.io"], &["selfsubjectreviews"], &["create"]),
-        ]),
+            "/version", "/version/"], "verbs": ["get"]})],
+        ),
+        role(
+            "system:public-info-viewer",
+            vec![json!({"nonResourceURLs": [
+            "/healthz", "/livez", "/readyz", "/version", "/version/"], "verbs": ["get"]})],
+        ),
+        role(
+            "system:basic-user",
+            vec![
+                rule(&["authorization.k8s.io"], &["selfsubjectaccessreviews", "selfsubjectrulesreviews"], &["create"]),
+                rule(&["authentication.k8s.io"], &["selfsubjectreviews"], &["create"]),
+            ],
+        ),
         role("admin", admin),
         role("edit", edit),
         role("view", view),
-        role("system:node", vec![
-            rule(&[""], &["nodes"], &["create", "get", "list", "watch", "patch", "update", "delete"]),
-            rule(&[""], &["nodes/status"], &["patch", "update"]),
-            rule(&[""], &["pods"], &["get", "list", "watch", "create", "delete"]),
-            rule(&[""], &["pods/status"], &["patch", "update"]),
-            rule(&[""], &["pods/eviction"], &["create"]),
-            rule(&[""], &["events"], &["create", "patch", "update"]),
-            rule(&[""], &["configmaps", "secrets", "services", "endpoints", "persistentvolumeclaims", "persistentvolumes"], READ),
-            rule(&[""], &["serviceaccounts/token"], &["create"]),
-            rule(&["discovery.k8s.io"], &["endpointslices"], READ),
-            rule(&["coordination.k8s.io"], &["leases"], &["create", "delete", "get", "patch", "update", "list", "watch"]),
-            rule(&["certificates.k8s.io"], &["certificatesigningrequests"], &["create", "get", "list", "watch"]),
-            rule(&["storage.k8s.io"], &["csidrivers", "csinodes", "volumeattachments"], READ),
-            rule(&["node.k8s.io"], &["runtimeclasses"], READ),
-        ]),
+        role(
+            "system:node",
+            vec![
+                rule(&[""], &["nodes"], &["create", "get", "list", "watch", "patch", "update", "delete"]),
+                rule(&[""], &["nodes/status"], &["patch", "update"]),
+                rule(&[""], &["pods"], &["get", "list", "watch", "create", "delete"]),
+                rule(&[""], &["pods/status"], &["patch", "update"]),
+                rule(&[""], &["pods/eviction"], &["create"]),
+                rule(&[""], &["events"], &["create", "patch", "update"]),
+                rule(
+                    &[""],
+                    &["configmaps", "secrets", "services", "endpoints", "persistentvolumeclaims", "persistentvolumes"],
+                    READ,
+                ),
+                rule(&[""], &["serviceaccounts/token"], &["create"]),
+                rule(&["discovery.k8s.io"], &["endpointslices"], READ),
+                rule(
+                    &["coordination.k8s.io"],
+                    &["leases"],
+                    &["create", "delete", "get", "patch", "update", "list", "watch"],
+                ),
+                rule(&["certificates.k8s.io"], &["certificatesigningrequests"], &["create", "get", "list", "watch"]),
+                rule(&["storage.k8s.io"], &["csidrivers", "csinodes", "volumeattachments"], READ),
+                rule(&["node.k8s.io"], &["runtimeclasses"], READ),
+            ],
+        ),
     ];
     let bindings = vec![
         binding("cluster-admin", "cluster-admin", &["system:masters"]),
         binding("system:discovery", "system:discovery", &["system:authenticated"]),
         binding("system:basic-user", "system:basic-user", &["system:authenticated"]),
-        binding("system:public-info-viewer", "system:public-info-viewer", &["system:authenticated", "system:unauthenticated"]),
+        binding(
+            "system:public-info-viewer",
+            "system:public-info-viewer",
+            &["system:authenticated", "system:unauthenticated"],
+        ),
         binding("system:node", "system:node", &["system:nodes"]),
     ];
     (roles, bindings)
@@ -124,13 +182,23 @@ mod tests {
     #[test]
     fn view_reads_but_never_secrets_and_edit_writes() {
         let (roles, bindings) = objects();
-        let get = |resource| Attributes::Resource { verb: "get", group: "", resource, namespace: Some("x"), name: None };
+        let get =
+            |resource| Attributes::Resource { verb: "get", group: "", resource, namespace: Some("x"), name: None };
         assert!(role_allows(find(&roles, "view"), &get("pods")));
         assert!(!role_allows(find(&roles, "view"), &get("secrets")));
-        let create = Attributes::Resource { verb: "create", group: "apps", resource: "deployments", namespace: Some("x"), name: None };
+        let create = Attributes::Resource {
+            verb: "create",
+            group: "apps",
+            resource: "deployments",
+            namespace: Some("x"),
+            name: None,
+        };
         assert!(role_allows(find(&roles, "edit"), &create));
         assert!(!role_allows(find(&roles, "view"), &create));
-        assert!(role_allows(find(&roles, "system:discovery"), &Attributes::NonResource { verb: "get", path: "/apis/apps/v1" }));
+        assert!(role_allows(
+            find(&roles, "system:discovery"),
+            &Attributes::NonResource { verb: "get", path: "/apis/apps/v1" }
+        ));
         assert_eq!(bindings.len(), 5);
     }
 }

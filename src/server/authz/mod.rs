@@ -66,7 +66,12 @@ pub async fn allowed(state: &ApiState, user: &UserInfo, attrs: &Attributes<'_>) 
 }
 
 /// Allows a resource request or answers 403 naming the user, verb and resource.
-pub async fn authorize(state: &ApiState, user: &UserInfo, info: &RequestInfo, res: &ResourceInfo) -> Result<(), ApiError> {
+pub async fn authorize(
+    state: &ApiState,
+    user: &UserInfo,
+    info: &RequestInfo,
+    res: &ResourceInfo,
+) -> Result<(), ApiError> {
     let resource = match &info.subresource {
         Some(sub) => format!("{}/{sub}", res.plural),
         None => res.plural.clone(),
@@ -96,7 +101,12 @@ pub async fn authorize(state: &ApiState, user: &UserInfo, info: &RequestInfo, re
 }
 
 /// Allows a non-resource request (`/healthz`, `/version`, discovery, OpenAPI) or answers 403.
-pub async fn authorize_path(state: &ApiState, user: &UserInfo, method: &http::Method, path: &str) -> Result<(), ApiError> {
+pub async fn authorize_path(
+    state: &ApiState,
+    user: &UserInfo,
+    method: &http::Method,
+    path: &str,
+) -> Result<(), ApiError> {
     let verb = match *method {
         http::Method::GET | http::Method::HEAD => "get",
         http::Method::POST => "post",

@@ -78,7 +78,8 @@ pub fn binding_matches(binding: &Value, user: &UserInfo) -> bool {
             Some("User") => user.name == name,
             Some("Group") => user.groups.iter().any(|g| g == name),
             Some("ServiceAccount") => {
-                let ns = subject.get("namespace").and_then(Value::as_str).filter(|n| !n.is_empty()).unwrap_or(binding_ns);
+                let ns =
+                    subject.get("namespace").and_then(Value::as_str).filter(|n| !n.is_empty()).unwrap_or(binding_ns);
                 user.name == format!("system:serviceaccount:{ns}:{name}")
             }
             _ => false,
@@ -126,7 +127,8 @@ mod tests {
     #[test]
     fn subjects_match_users_groups_and_service_accounts() {
         let sa = UserInfo::new("system:serviceaccount:ci:builder", ["system:serviceaccounts".to_string()]);
-        let binding = json!({"metadata": {"namespace": "ci"}, "subjects": [{"kind": "ServiceAccount", "name": "builder"}]});
+        let binding =
+            json!({"metadata": {"namespace": "ci"}, "subjects": [{"kind": "ServiceAccount", "name": "builder"}]});
         assert!(binding_matches(&binding, &sa));
         let group = json!({"subjects": [{"kind": "Group", "name": "system:authenticated"}]});
         assert!(binding_matches(&group, &sa));

@@ -60,7 +60,11 @@ pub fn validate_containers(spec: Option<&Value>, path: &str) -> Vec<FieldError> 
                     errors.push(FieldError::duplicate(format!("{path}.containers[{i}].name"), &json!(name)));
                 } else {
                     for message in super::meta::dns1123_label_errors(name) {
-                        errors.push(FieldError::invalid(format!("{path}.containers[{i}].name"), &json!(name), &message));
+                        errors.push(FieldError::invalid(
+                            format!("{path}.containers[{i}].name"),
+                            &json!(name),
+                            &message,
+                        ));
                     }
                 }
                 names.push(name);
@@ -174,7 +178,8 @@ impl KindStrategy for NamespaceStrategy {
             Subresource::Status => split_status(new, old, subresource),
             Subresource::Main => {
                 // spec.finalizers change only through /finalize (handled by the REST layer).
-                let finalize = new.get("spec") != old.get("spec") && old.pointer("/metadata/deletionTimestamp").is_some();
+                let finalize =
+                    new.get("spec") != old.get("spec") && old.pointer("/metadata/deletionTimestamp").is_some();
                 let status = old.get("status").cloned().unwrap_or(json!({"phase": "Active"}));
                 new["status"] = status;
                 if !finalize {
@@ -244,7 +249,11 @@ impl KindStrategy for ServiceStrategy {
         let mut errors = validate_service(new);
         let (new_ip, old_ip) = (new.pointer("/spec/clusterIP"), old.pointer("/spec/clusterIP"));
         if old_ip.is_some() && new_ip != old_ip && old.pointer("/spec/type") == new.pointer("/spec/type") {
-            errors.push(FieldError::invalid("spec.clusterIPs[0]", new_ip.unwrap_or(&Value::Null), "may not change once set"));
+            errors.push(FieldError::invalid(
+                "spec.clusterIPs[0]",
+                new_ip.unwrap_or(&Value::Null),
+                "may not change once set",
+            ));
         }
         errors
     }
@@ -254,7 +263,11 @@ fn validate_service(obj: &Value) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let kind = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP");
     if !["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"].contains(&kind) {
-        errors.push(FieldError::not_supported("spec.type", &json!(kind), &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]));
+        errors.push(FieldError::not_supported(
+            "spec.type",
+            &json!(kind),
+            &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
+        ));
     }
     let ports = obj.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default();
     let headless = obj.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None");
@@ -264,7 +277,11 @@ fn validate_service(obj: &Value) -> Vec<FieldError> {
     for (i, port) in ports.iter().enumerate() {
         match port.get("port").and_then(Value::as_i64) {
             Some(1..=65535) => {}
-            Some(n) => errors.push(FieldError::invalid(format!("spec.ports[{i}].port"), &json!(n), "must be between 1 and 65535, inclusive")),
+            Some(n) => errors.push(FieldError::invalid(
+                format!("spec.ports[{i}].port"),
+                &json!(n),
+                "must be between 1 and 65535, inclusive",
+            )),
             None => errors.push(FieldError::required(format!("spec.ports[{i}].port"), "")),
         }
         if ports.len() > 1 && port.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
@@ -280,7 +297,8 @@ mod tests {
 
     #[test]
     fn pods_need_containers_with_images() {
-        let errors = PodStrategy.validate_create(&json!({"spec": {"containers": [{"name": "a"}, {"name": "a", "image": "x"}]}}));
+        let errors =
+            PodStrategy.validate_create(&json!({"spec": {"containers": [{"name": "a"}, {"name": "a", "image": "x"}]}}));
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["spec.containers[0].image", "spec.containers[1].name"]);
         assert_eq!(PodStrategy.validate_create(&json!({"spec": {}}))[0].field, "spec.containers");

@@ -68,7 +68,11 @@ pub fn decode_object(body: &[u8]) -> Result<Value, ProtobufError> {
             _ => {}
         }
     }
-    let name = message_name(&api_version, &kind);
+    let mut name = message_name(&api_version, &kind);
+    if !schema().contains_key(&name) {
+        // Options and Status travel in every group's version but are meta.k8s.io types.
+        name = format!("apimachinery.pkg.apis.meta.v1.{kind}");
+    }
     if !schema().contains_key(&name) {
         return Err(ProtobufError::UnknownKind(format!("{api_version} {kind}")));
     }
@@ -173,7 +177,9 @@ fn decode_message(name: &str, bytes: &[u8]) -> Result<Value, ProtobufError> {
         let Some(field) = fields.iter().find(|f| f.0 == tag) else { continue };
         let json_name = field.1.clone();
         if field.2.starts_with("map:") {
-            let WireValue::Bytes(entry) = wire else { return Err(ProtobufError::Malformed("a map entry is not a message")) };
+            let WireValue::Bytes(entry) = wire else {
+                return Err(ProtobufError::Malformed("a map entry is not a message"));
+            };
             let (key, value) = decode_map_entry(field, entry)?;
             let map = out.entry(json_name).or_insert_with(|| json!({}));
             if let (Some(map), Some(value)) = (map.as_object_mut(), value) {
@@ -229,7 +235,8 @@ mod tests {
     fn decodes_a_configmap_like_kubectl_sends_it() {
         let entry = [bytes_field(1, b"color"), bytes_field(2, b"blue")].concat();
         let created = [varint_field(1, 1_700_000_000)].concat();
-        let meta = [bytes_field(1, b"settings"), bytes_field(2, b""), bytes_field(8, &created), bytes_field(3, b"")].concat();
+        let meta =
+            [bytes_field(1, b"settings"), bytes_field(2, b""), bytes_field(8, &created), bytes_field(3, b"")].concat();
         let raw = [bytes_field(1, &meta), bytes_field(2, &entry)].concat();
         let obj = decode_object(&envelope("v1", "ConfigMap", raw)).unwrap();
         assert_eq!(

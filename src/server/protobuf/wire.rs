@@ -59,15 +59,20 @@ impl<'a> Reader<'a> {
             0 => WireValue::Varint(self.varint()?),
             1 => {
                 let bytes = self.take(8)?;
-                WireValue::Fixed64(u64::from_le_bytes(bytes.try_into().map_err(|_| ProtobufError::Malformed("fixed64"))?))
+                WireValue::Fixed64(u64::from_le_bytes(
+                    bytes.try_into().map_err(|_| ProtobufError::Malformed("fixed64"))?,
+                ))
             }
             2 => {
-                let len = usize::try_from(self.varint()?).map_err(|_| ProtobufError::Malformed("length out of range"))?;
+                let len =
+                    usize::try_from(self.varint()?).map_err(|_| ProtobufError::Malformed("length out of range"))?;
                 WireValue::Bytes(self.take(len)?)
             }
             5 => {
                 let bytes = self.take(4)?;
-                WireValue::Fixed32(u32::from_le_bytes(bytes.try_into().map_err(|_| ProtobufError::Malformed("fixed32"))?))
+                WireValue::Fixed32(u32::from_le_bytes(
+                    bytes.try_into().map_err(|_| ProtobufError::Malformed("fixed32"))?,
+                ))
             }
             _ => return Err(ProtobufError::Malformed("unsupported wire type")),
         };

@@ -154,7 +154,12 @@ impl Registry {
 
     /// Like [`Registry::replace`], but an object being deleted whose last
     /// finalizer is gone is removed instead (pods wait for their node's agent).
-    pub async fn replace_or_finalize(&self, res: &ResourceInfo, obj: Value, expected: Revision) -> Result<Value, ApiError> {
+    pub async fn replace_or_finalize(
+        &self,
+        res: &ResourceInfo,
+        obj: Value,
+        expected: Revision,
+    ) -> Result<Value, ApiError> {
         if finalized(res, &obj) {
             let name = name_of(&obj).to_string();
             return self.remove(res, namespace_of(&obj), &name, expected).await;

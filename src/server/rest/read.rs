@@ -43,7 +43,10 @@ pub fn list_options(call: &Call) -> Result<ListOptions, ApiError> {
             )));
         }
     };
-    if call.params.contains_key("resourceVersionMatch") && resource_version.is_none() && call.param("sendInitialEvents") != Some("true") {
+    if call.params.contains_key("resourceVersionMatch")
+        && resource_version.is_none()
+        && call.param("sendInitialEvents") != Some("true")
+    {
         return Err(ApiError::bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided"));
     }
     let continue_token = call.param("continue").map(str::to_string);

@@ -16,15 +16,19 @@ fn selector_text(obj: &Value) -> String {
     let selector = obj.pointer("/spec/selector");
     let Some(selector) = selector else { return String::new() };
     // ReplicationControllers have a plain map selector.
-    let labels = selector.get("matchLabels").or(if selector.get("matchExpressions").is_none() { Some(selector) } else { None });
+    let labels =
+        selector.get("matchLabels").or(if selector.get("matchExpressions").is_none() { Some(selector) } else { None });
     let mut parts: Vec<String> = labels
         .and_then(Value::as_object)
         .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect())
         .unwrap_or_default();
     for expr in selector.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
         let key = expr.get("key").and_then(Value::as_str).unwrap_or_default();
-        let values: Vec<&str> =
-            expr.get("values").and_then(Value::as_array).map(|v| v.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let values: Vec<&str> = expr
+            .get("values")
+            .and_then(Value::as_array)
+            .map(|v| v.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
         parts.push(match expr.get("operator").and_then(Value::as_str) {
             Some("In") => format!("{key} in ({})", values.join(",")),
             Some("NotIn") => format!("{key} notin ({})", values.join(",")),
@@ -80,9 +84,16 @@ pub async fn scale(call: Call, body: Bytes, method: &Method) -> Result<Response,
             };
             let replicas = wanted.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
             if replicas < 0 {
-                return Err(ApiError::invalid("autoscaling", "Scale", &name, vec![
-                    crate::server::error::FieldError::invalid("spec.replicas", &json!(replicas), "must be greater than or equal to 0"),
-                ]));
+                return Err(ApiError::invalid(
+                    "autoscaling",
+                    "Scale",
+                    &name,
+                    vec![crate::server::error::FieldError::invalid(
+                        "spec.replicas",
+                        &json!(replicas),
+                        "must be greater than or equal to 0",
+                    )],
+                ));
             }
             if current.pointer("/spec/replicas").and_then(Value::as_i64) == Some(replicas) {
                 return Ok(None);
