@@ -190,9 +190,9 @@ async fn process(ctx: &Context, graph: &Graph, uid: &str) -> Result<(), ApiError
                 .and_then(Value::as_array)
                 .map(|r| r.iter().filter(|o| o.get("uid").and_then(Value::as_str) != Some(uid)).cloned().collect())
                 .unwrap_or_default();
-            ignore_not_found(
-                ctx.client.merge_patch(&dependent.path(), json!({"metadata": {"ownerReferences": refs}})).await,
-            )?;
+            let refs = if refs.is_empty() { Value::Null } else { Value::Array(refs) };
+            let patch = json!({"metadata": {"ownerReferences": refs}});
+            ignore_not_found(ctx.client.merge_patch(&dependent.path(), patch).await)?;
         }
         return remove_finalizer(ctx, node, "orphan").await;
     }

@@ -52,6 +52,8 @@ pub async fn run(state: &ApiState) -> Result<(), ApiError> {
         },
         "status": {"loadBalancer": {}},
     });
+    let ip = state.config.kubernetes_service_ip().to_string();
+    state.registry.reserve(crate::server::registry::allocator::SERVICE_IPS, &ip, "default/kubernetes").await?;
     ensure(state, "services", service).await?;
     let (roles, bindings) = super::authz::bootstrap_roles::objects();
     for role in roles {

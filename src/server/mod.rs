@@ -10,6 +10,7 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod health;
+pub mod impersonation;
 pub mod kinds;
 pub mod kubeconfig;
 pub mod listener;

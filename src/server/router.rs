@@ -2,7 +2,7 @@
 //! the router with `oneshot` and a user in the request extensions.
 
 use super::state::ApiState;
-use super::{authn, authz, discovery, health, openapi, rest};
+use super::{authn, authz, discovery, health, impersonation, openapi, rest};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
@@ -13,11 +13,16 @@ use axum::routing::get;
 /// non-resource paths (health, version, discovery, OpenAPI) are authorized
 /// here, resource paths by the REST layer.
 async fn require_user(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let user = match authn::authenticate(&parts) {
         Ok(user) => user,
         Err(err) => return err.into_response(),
     };
+    let user = match impersonation::effective_user(&state, user, &parts.headers).await {
+        Ok(user) => user,
+        Err(err) => return err.into_response(),
+    };
+    parts.extensions.insert(authn::Authenticated(user.clone()));
     if is_non_resource(parts.uri.path())
         && let Err(err) = authz::authorize_path(&state, &user, &parts.method, parts.uri.path()).await
     {
@@ -29,11 +34,7 @@ async fn require_user(State(state): State<ApiState>, request: Request, next: Nex
 /// Paths that are not `/api/<version>/...` or `/apis/<group>/<version>/...` resources.
 fn is_non_resource(path: &str) -> bool {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match segments.as_slice() {
-        ["api", _, _, ..] => false,
-        ["apis", _, _, _, ..] => false,
-        _ => true,
-    }
+    !matches!(segments.as_slice(), ["api", _, _, ..] | ["apis", _, _, _, ..])
 }
 
 pub fn router(state: ApiState) -> Router {

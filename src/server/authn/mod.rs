@@ -36,6 +36,9 @@ impl UserInfo {
 
 /// The authenticated user of a request, or 401 for anonymous requests.
 pub fn authenticate(parts: &http::request::Parts) -> Result<UserInfo, crate::server::error::ApiError> {
+    if let Some(Authenticated(user)) = parts.extensions.get() {
+        return Ok(user.clone());
+    }
     if let Some(crate::server::listener::PeerIdentity(Some(user))) = parts.extensions.get() {
         return Ok(user.clone());
     }
@@ -54,6 +57,11 @@ pub fn authenticate(parts: &http::request::Parts) -> Result<UserInfo, crate::ser
     }
     Err(crate::server::error::ApiError::unauthorized())
 }
+
+/// The user the router's authentication step settled on (after
+/// impersonation); later steps of the same request read it from here.
+#[derive(Clone, Debug)]
+pub struct Authenticated(pub UserInfo);
 
 /// The token of an `Authorization: Bearer <token>` header.
 fn bearer_token(parts: &http::request::Parts) -> Option<&str> {

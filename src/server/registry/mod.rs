@@ -2,6 +2,7 @@
 //! `metadata.resourceVersion` taken from the key's mod revision. Every writer
 //! (REST handlers, controllers, the local agent) goes through here.
 
+pub mod allocator;
 mod list;
 mod watch;
 

@@ -24,6 +24,16 @@ struct DeleteOptions {
 
 fn delete_options(call: &Call, body: &Bytes) -> Result<DeleteOptions, ApiError> {
     let body: Value = if body.is_empty() { json!({}) } else { super::decode_body(&call.headers, body)? };
+    options_from(call, &body)
+}
+
+/// Deletes the addressed object with a DeleteOptions object (eviction's).
+pub async fn delete_with_options(call: &Call, options: &Value) -> Result<(Value, bool), ApiError> {
+    let opts = options_from(call, options)?;
+    delete_one(&call.state.registry, &call.resource, call.namespace(), call.name(), &opts, call.dry_run()?).await
+}
+
+fn options_from(call: &Call, body: &Value) -> Result<DeleteOptions, ApiError> {
     let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
     let mut opts = DeleteOptions {
         grace_period: body.get("gracePeriodSeconds").and_then(Value::as_i64),
@@ -120,7 +130,13 @@ async fn delete_one(
             }
             match registry.remove(res, ns, name, revision).await {
                 Err(err) if err.code == 409 => continue,
-                other => return other.map(|obj| (obj, true)),
+                Err(err) => return Err(err),
+                Ok(obj) => {
+                    if res.group.is_empty() && res.kind == "Service" {
+                        super::services::release(registry, &obj).await?;
+                    }
+                    return Ok((obj, true));
+                }
             }
         }
         if current.pointer("/metadata/deletionTimestamp").is_some() {
@@ -129,12 +145,11 @@ async fn delete_one(
         let meta = &mut marked["metadata"];
         meta["deletionTimestamp"] = json!(now_rfc3339());
         meta["deletionGracePeriodSeconds"] = json!(graceful.unwrap_or(0));
-        if !current
+        let finalizers_changed = current
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
-            .is_some_and(|f| f.len() == finalizers.len())
-            && res.kind != "Namespace"
-        {
+            .is_none_or(|f| f.len() != finalizers.len());
+        if finalizers_changed && res.kind != "Namespace" {
             meta["finalizers"] = Value::Array(finalizers);
         }
         if res.kind == "Namespace" {

@@ -4,10 +4,13 @@
 
 mod codec;
 mod delete;
+mod eviction;
 mod objects;
 mod patch;
 mod read;
 mod scale;
+mod services;
+mod tokens;
 mod watch;
 mod write;
 
@@ -38,6 +41,8 @@ pub struct Call {
     pub headers: HeaderMap,
     pub user: UserInfo,
     pub negotiated: Negotiated,
+    /// The service-account token signer, when the server has one.
+    pub signer: Option<Arc<super::authn::serviceaccount::TokenSigner>>,
 }
 
 impl Call {
@@ -89,9 +94,13 @@ async fn dispatch(state: ApiState, request: Request) -> Result<Response, ApiErro
     super::authz::authorize(&state, &user, &info, &resource).await?;
     let negotiated = Negotiated::from_headers(&parts.headers);
     let body = read_body(body).await?;
-    let call = Call { state, info, resource, params, headers: parts.headers, user, negotiated };
+    let signer = parts.extensions.get::<Arc<super::authn::serviceaccount::TokenSigner>>().cloned();
+    let call = Call { state, info, resource, params, headers: parts.headers, user, negotiated, signer };
     if call.info.subresource.as_deref() == Some("scale") {
         return scale::scale(call, body, &parts.method).await;
+    }
+    if call.resource.kind == "TokenReview" {
+        return tokens::review(call, body).await;
     }
     if !call.resource.stored {
         return super::reviews::handle(call, body).await;
@@ -102,6 +111,8 @@ async fn dispatch(state: ApiState, request: Request) -> Result<Response, ApiErro
         ("watch", None) => watch::watch(call).await,
         ("create", None) => write::create(call, body).await,
         ("create", Some("binding")) => write::bind(call, body).await,
+        ("create", Some("token")) => tokens::request(call, body).await,
+        ("create", Some("eviction")) => eviction::evict(call, body).await,
         ("update", None | Some("status") | Some("finalize")) => write::update(call, body).await,
         ("patch", None | Some("status")) => patch::patch(call, body).await,
         ("delete", None) => delete::delete(call, body).await,

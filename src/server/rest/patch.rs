@@ -57,7 +57,7 @@ pub async fn patch(call: Call, body: Bytes) -> Result<Response, ApiError> {
             if dry_run {
                 return Ok(respond(StatusCode::CREATED, &obj, call.negotiated));
             }
-            match registry.create(&res, obj, None).await {
+            match super::write::create_allocating(&call, obj, None).await {
                 Err(err) if err.code == 409 => continue,
                 Err(err) => return Err(err),
                 Ok(created) => return Ok(respond(StatusCode::CREATED, &created, call.negotiated)),
@@ -88,7 +88,10 @@ pub async fn patch(call: Call, body: Bytes) -> Result<Response, ApiError> {
         if let Some(meta) = patched.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("resourceVersion");
         }
-        let prepared = prepare_update(&call, patched, &current)?;
+        let mut prepared = prepare_update(&call, patched, &current)?;
+        if !dry_run {
+            super::write::reallocate(&call, &mut prepared, &current).await?;
+        }
         let mut unchanged = prepared.clone();
         set_resource_version(&mut unchanged, revision);
         if dry_run || unchanged == current {

@@ -2,7 +2,7 @@
 //! validate, then one store transaction with optimistic concurrency.
 
 use super::objects::{admit_namespace, prepare_create, prepare_update};
-use super::{Call, decode_body, respond};
+use super::{Call, decode_body, respond, services};
 use crate::server::error::ApiError;
 use crate::server::registry::{resource_version_of, set_resource_version};
 use axum::response::Response;
@@ -22,8 +22,38 @@ pub async fn create(call: Call, body: Bytes) -> Result<Response, ApiError> {
         return Ok(respond(StatusCode::CREATED, &obj, call.negotiated));
     }
     let ttl = (call.resource.kind == "Event").then_some(EVENT_TTL);
-    let created = call.state.registry.create(&call.resource, obj, ttl).await?;
+    let created = create_allocating(&call, obj, ttl).await?;
     Ok(respond(StatusCode::CREATED, &created, call.negotiated))
+}
+
+fn is_service(call: &Call) -> bool {
+    call.resource.group.is_empty() && call.resource.kind == "Service"
+}
+
+/// Stores a new object; a Service gets its cluster IP and node ports first
+/// (released again if the create fails).
+pub async fn create_allocating(call: &Call, mut obj: Value, ttl: Option<Duration>) -> Result<Value, ApiError> {
+    let registry = &call.state.registry;
+    if is_service(call) {
+        services::allocate(registry, &call.state.config, &mut obj).await?;
+    }
+    match registry.create(&call.resource, obj.clone(), ttl).await {
+        Err(err) => {
+            if is_service(call) {
+                services::release(registry, &obj).await?;
+            }
+            Err(err)
+        }
+        ok => ok,
+    }
+}
+
+/// Adjusts a Service's node ports to an update before it is stored.
+pub async fn reallocate(call: &Call, new: &mut Value, old: &Value) -> Result<(), ApiError> {
+    if is_service(call) && call.info.subresource.is_none() {
+        services::reallocate(&call.state.registry, &call.state.config, new, old).await?;
+    }
+    Ok(())
 }
 
 pub async fn update(call: Call, body: Bytes) -> Result<Response, ApiError> {
@@ -41,7 +71,10 @@ pub async fn update(call: Call, body: Bytes) -> Result<Response, ApiError> {
         new = old.clone();
         new["spec"]["finalizers"] = finalizers;
     }
-    let prepared = prepare_update(&call, new, &old)?;
+    let mut prepared = prepare_update(&call, new, &old)?;
+    if !call.dry_run()? {
+        reallocate(&call, &mut prepared, &old).await?;
+    }
     if call.dry_run()? || prepared == old {
         let mut unchanged = prepared;
         set_resource_version(&mut unchanged, current);

@@ -20,7 +20,7 @@ pub const fn column(name: &'static str, priority: u8) -> Column {
 
 /// Renders `items` of `res` as a Table with the given list metadata.
 pub fn render(res: &ResourceInfo, items: &[Value], metadata: Value) -> Value {
-    let (columns, cells): (Vec<Column>, fn(&Value) -> Vec<Value>) = columns::for_kind(&res.group, &res.kind);
+    let (columns, cells) = columns::for_kind(&res.group, &res.kind);
     let definitions: Vec<Value> = columns
         .iter()
         .map(|c| {

@@ -1,0 +1,88 @@
+//! The TokenRequest API (`serviceaccounts/<name>/token`, what `kubectl
+//! create token` calls) and TokenReview (`tokenreviews`): service-account
+//! tokens issued and checked by the server's signer.
+
+use super::{Call, decode_body, respond};
+use crate::server::authn::serviceaccount::{ObjectRef, TokenRequest, TokenSigner};
+use crate::server::error::ApiError;
+use axum::response::Response;
+use bytes::Bytes;
+use http::StatusCode;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+fn signer(call: &Call) -> Result<Arc<TokenSigner>, ApiError> {
+    call.signer.clone().ok_or_else(|| ApiError::service_unavailable("service-account tokens are not configured"))
+}
+
+/// `POST /api/v1/namespaces/<ns>/serviceaccounts/<name>/token`
+pub async fn request(call: Call, body: Bytes) -> Result<Response, ApiError> {
+    let signer = signer(&call)?;
+    let review = if body.is_empty() { json!({}) } else { decode_body(&call.headers, &body)? };
+    let ns = call.namespace().unwrap_or("default").to_string();
+    let account = call.state.registry.get(&call.resource, Some(&ns), call.name()).await?;
+    let uid = account.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+    let expiration = review.pointer("/spec/expirationSeconds").and_then(Value::as_i64).unwrap_or(3600);
+    if expiration < 600 {
+        return Err(ApiError::bad_request(
+            "spec.expirationSeconds: Invalid value: may not specify a duration less than 10 minutes",
+        ));
+    }
+    let audiences: Vec<String> = review
+        .pointer("/spec/audiences")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let pod = match review.pointer("/spec/boundObjectRef") {
+        Some(bound) if bound.get("kind").and_then(Value::as_str) == Some("Pod") => Some(ObjectRef {
+            name: bound.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
+            uid: bound.get("uid").and_then(Value::as_str).unwrap_or_default().to_string(),
+        }),
+        _ => None,
+    };
+    let request = TokenRequest {
+        namespace: ns.clone(),
+        service_account: ObjectRef { name: call.name().to_string(), uid },
+        pod,
+        audiences: audiences.clone(),
+        expiration_seconds: expiration,
+    };
+    let (token, claims) = signer.issue(&request).map_err(|err| ApiError::internal("sign a token", &err))?;
+    let expires = jiff::Timestamp::from_second(claims.exp)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default();
+    let answer = json!({
+        "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"name": call.name(), "namespace": ns, "creationTimestamp": null},
+        "spec": {"audiences": claims.aud, "expirationSeconds": expiration,
+                 "boundObjectRef": review.pointer("/spec/boundObjectRef").cloned().unwrap_or(Value::Null)},
+        "status": {"token": token, "expirationTimestamp": expires},
+    });
+    Ok(respond(StatusCode::CREATED, &answer, call.negotiated))
+}
+
+/// `POST /apis/authentication.k8s.io/v1/tokenreviews`
+pub async fn review(call: Call, body: Bytes) -> Result<Response, ApiError> {
+    let signer = signer(&call)?;
+    let review = decode_body(&call.headers, &body)?;
+    let token = review.pointer("/spec/token").and_then(Value::as_str).unwrap_or_default();
+    let wanted: Vec<&str> = review
+        .pointer("/spec/audiences")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let audiences: Vec<&str> =
+        if wanted.is_empty() { vec![crate::server::authn::serviceaccount::API_AUDIENCE] } else { wanted };
+    let now = jiff::Timestamp::now().as_second();
+    let status = match signer.verify_at(token, &audiences, now) {
+        Ok(claims) => {
+            let user = crate::server::authn::serviceaccount::user_of(&claims);
+            json!({"authenticated": true, "audiences": audiences,
+                   "user": {"username": user.name, "uid": user.uid, "groups": user.groups, "extra": user.extra}})
+        }
+        Err(err) => json!({"authenticated": false, "error": err.to_string(), "user": {}}),
+    };
+    let mut answer = review.clone();
+    answer["status"] = status;
+    Ok(respond(StatusCode::CREATED, &answer, call.negotiated))
+}

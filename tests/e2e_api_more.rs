@@ -1,0 +1,211 @@
+//! More end-to-end tests of the API server with the real kubectl: RBAC and
+//! service-account tokens, dry-run, describe/explain/diff, service address
+//! allocation, cascading deletion, namespace termination and bad input.
+
+mod common;
+
+use common::Cluster;
+use std::time::{Duration, Instant};
+
+/// Polls `check` until it returns true or 30 s pass.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn exists(cluster: &Cluster, args: &[&str]) -> bool {
+    cluster.kubectl(args).status.success()
+}
+
+#[test]
+fn service_account_tokens_authenticate_and_rbac_decides() {
+    let cluster = Cluster::start();
+    cluster.ok(&["create", "namespace", "team"]);
+    eventually("the default service account", || exists(&cluster, &["get", "sa", "default", "-n", "team"]));
+    cluster.ok(&["create", "serviceaccount", "builder", "-n", "team"]);
+    let token = cluster.ok(&["create", "token", "builder", "-n", "team"]);
+    let as_builder = |args: &[&str]| {
+        let server = format!("https://127.0.0.1:{}", cluster.port);
+        let mut full = vec![
+            "--kubeconfig",
+            "/dev/null",
+            "--server",
+            &server,
+            "--insecure-skip-tls-verify",
+            "--token",
+            token.trim(),
+        ];
+        full.extend_from_slice(args);
+        cluster.kubectl(&full)
+    };
+    let who = as_builder(&["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]);
+    assert_eq!(String::from_utf8_lossy(&who.stdout), "system:serviceaccount:team:builder", "{who:?}");
+    let denied = as_builder(&["get", "pods", "-n", "team"]);
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        err.contains("Error from server (Forbidden): pods is forbidden: User \"system:serviceaccount:team:builder\" cannot list resource \"pods\" in API group \"\" in the namespace \"team\""),
+        "{err}"
+    );
+    let can_i =
+        cluster.kubectl(&["auth", "can-i", "list", "pods", "-n", "team", "--as=system:serviceaccount:team:builder"]);
+    assert_eq!(String::from_utf8_lossy(&can_i.stdout).trim(), "no");
+    cluster.ok(&[
+        "create",
+        "rolebinding",
+        "builder-view",
+        "-n",
+        "team",
+        "--clusterrole=view",
+        "--serviceaccount=team:builder",
+    ]);
+    let allowed = as_builder(&["get", "pods", "-n", "team"]);
+    assert!(allowed.status.success(), "{}", String::from_utf8_lossy(&allowed.stderr));
+    let secrets = as_builder(&["get", "secrets", "-n", "team"]);
+    assert!(!secrets.status.success(), "view must not read secrets");
+    assert_eq!(cluster.ok(&["auth", "can-i", "create", "deployments"]).trim(), "yes");
+}
+
+#[test]
+fn dry_run_describe_explain_and_diff() {
+    let cluster = Cluster::start();
+    let out = cluster.ok(&[
+        "create",
+        "configmap",
+        "dry",
+        "--from-literal=a=1",
+        "--dry-run=server",
+        "-o",
+        "jsonpath={.metadata.name}",
+    ]);
+    assert_eq!(out, "dry");
+    assert!(!exists(&cluster, &["get", "cm", "dry"]), "a server dry-run must store nothing");
+    cluster.ok(&["create", "configmap", "real", "--from-literal=a=1"]);
+    let described = cluster.ok(&["describe", "configmap", "real"]);
+    assert!(described.contains("Name:") && described.contains("real") && described.contains("Data"), "{described}");
+    let explained = cluster.ok(&["explain", "deployment.spec.replicas"]);
+    assert!(
+        explained.contains("KIND:") && explained.contains("Deployment") && explained.contains("replicas"),
+        "{explained}"
+    );
+    let manifest =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: real\n  namespace: default\ndata:\n  a: \"2\"\n";
+    let diff = cluster.kubectl_stdin(&["diff", "-f", "-"], manifest);
+    // kubectl diff exits 1 when there are differences.
+    assert_eq!(diff.status.code(), Some(1), "{}", String::from_utf8_lossy(&diff.stderr));
+    let text = String::from_utf8_lossy(&diff.stdout);
+    assert!(text.contains("-  a: \"1\"") && text.contains("+  a: \"2\""), "{text}");
+}
+
+#[test]
+fn services_get_unique_cluster_ips_and_node_ports() {
+    let cluster = Cluster::start();
+    cluster.ok(&["create", "service", "clusterip", "one", "--tcp=80:8080"]);
+    cluster.ok(&["create", "service", "clusterip", "two", "--tcp=80:8080"]);
+    cluster.ok(&["create", "service", "nodeport", "three", "--tcp=80:8080"]);
+    let ips = cluster.ok(&["get", "svc", "-o", "jsonpath={range .items[*]}{.spec.clusterIP}{\"\\n\"}{end}"]);
+    let ips: Vec<&str> = ips.lines().collect();
+    assert_eq!(ips.len(), 4, "{ips:?}");
+    let unique: std::collections::HashSet<&&str> = ips.iter().collect();
+    assert_eq!(unique.len(), 4, "cluster IPs must be unique: {ips:?}");
+    assert!(ips.iter().all(|ip| ip.starts_with("10.43.")), "{ips:?}");
+    let node_port: u16 =
+        cluster.ok(&["get", "svc", "three", "-o", "jsonpath={.spec.ports[0].nodePort}"]).parse().unwrap();
+    assert!((30000..=32767).contains(&node_port));
+    let table = cluster.ok(&["get", "svc", "three"]);
+    assert!(table.contains(&format!("80:{node_port}/TCP")) && table.contains("NodePort"), "{table}");
+    let manifest = "apiVersion: v1\nkind: Service\nmetadata: {name: taken}\nspec:\n  clusterIP: 10.43.0.1\n  ports: [{port: 80}]\n";
+    let out = cluster.kubectl_stdin(&["create", "-f", "-"], manifest);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("provided IP is already allocated"), "{err}");
+    // A deleted service's address can be requested again.
+    let ip = ips.iter().find(|ip| **ip != "10.43.0.1").unwrap().to_string();
+    let owner =
+        cluster.ok(&["get", "svc", "-o", &format!("jsonpath={{.items[?(@.spec.clusterIP==\"{ip}\")].metadata.name}}")]);
+    cluster.ok(&["delete", "svc", owner.trim()]);
+    let again = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: again}}\nspec:\n  clusterIP: {ip}\n  ports: [{{port: 80}}]\n"
+    );
+    let out = cluster.kubectl_stdin(&["create", "-f", "-"], &again);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn owned_configmaps(cluster: &Cluster, suffix: &str) {
+    cluster.ok(&["create", "configmap", &format!("owner-{suffix}")]);
+    let uid = cluster.ok(&["get", "cm", &format!("owner-{suffix}"), "-o", "jsonpath={.metadata.uid}"]);
+    let dependent = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dependent-{suffix}\n  ownerReferences:\n  - {{apiVersion: v1, kind: ConfigMap, name: owner-{suffix}, uid: {uid}, blockOwnerDeletion: true}}\n"
+    );
+    let out = cluster.kubectl_stdin(&["create", "-f", "-"], &dependent);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn cascading_deletion_in_all_three_modes() {
+    let cluster = Cluster::start();
+    owned_configmaps(&cluster, "bg");
+    cluster.ok(&["delete", "cm", "owner-bg", "--cascade=background"]);
+    eventually("the background dependent to go", || !exists(&cluster, &["get", "cm", "dependent-bg"]));
+
+    owned_configmaps(&cluster, "orphan");
+    cluster.ok(&["delete", "cm", "owner-orphan", "--cascade=orphan"]);
+    eventually("the orphaning owner to go", || !exists(&cluster, &["get", "cm", "owner-orphan"]));
+    let refs = cluster.ok(&["get", "cm", "dependent-orphan", "-o", "jsonpath={.metadata.ownerReferences}"]);
+    assert_eq!(refs, "", "an orphaned dependent keeps no reference to its owner");
+
+    owned_configmaps(&cluster, "fg");
+    cluster.ok(&["delete", "cm", "owner-fg", "--cascade=foreground", "--wait=true"]);
+    assert!(!exists(&cluster, &["get", "cm", "dependent-fg"]), "foreground deletion removes dependents first");
+    assert!(!exists(&cluster, &["get", "cm", "owner-fg"]));
+}
+
+#[test]
+fn a_deleted_namespace_terminates_and_removes_its_content() {
+    let cluster = Cluster::start();
+    cluster.ok(&["create", "namespace", "doomed"]);
+    cluster.ok(&["create", "configmap", "inside", "-n", "doomed"]);
+    cluster.ok(&["create", "secret", "generic", "hidden", "-n", "doomed", "--from-literal=k=v"]);
+    cluster.ok(&["delete", "namespace", "doomed", "--wait=true", "--timeout=60s"]);
+    assert!(!exists(&cluster, &["get", "namespace", "doomed"]));
+    // Recreating it starts empty (but for the per-namespace defaults).
+    cluster.ok(&["create", "namespace", "doomed"]);
+    let left = cluster.ok(&[
+        "get",
+        "cm,secret",
+        "-n",
+        "doomed",
+        "-o",
+        "name",
+        "--field-selector=metadata.name!=kube-root-ca.crt",
+    ]);
+    assert_eq!(left.trim(), "");
+}
+
+#[test]
+fn bad_input_gets_upstream_errors_and_changes_nothing() {
+    let cluster = Cluster::start();
+    let raw = |args: &[&str]| String::from_utf8_lossy(&cluster.kubectl(args).stderr).into_owned();
+    let err = raw(&["get", "pods", "-l", "a in (b"]);
+    assert!(err.contains("BadRequest") || err.contains("unable to parse requirement"), "{err}");
+    let err = raw(&["get", "--raw", "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=abc"]);
+    assert!(err.contains("invalid resource version") || err.contains("BadRequest"), "{err}");
+    let wrong_kind = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wrong.json");
+    std::fs::write(&file, r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}"#).unwrap();
+    let err = raw(&["create", "--raw", "/api/v1/namespaces/default/configmaps", "-f", file.to_str().unwrap()]);
+    assert!(err.contains("does not match the expected kind"), "{err}");
+    let big = format!(
+        "{{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{{\"name\":\"big\"}},\"data\":{{\"k\":\"{}\"}}}}",
+        "x".repeat(4 << 20)
+    );
+    std::fs::write(&file, big).unwrap();
+    let err = raw(&["create", "--raw", "/api/v1/namespaces/default/configmaps", "-f", file.to_str().unwrap()]);
+    assert!(err.contains("Request entity too large") || err.contains("413"), "{err}");
+    let _ = wrong_kind;
+    let names = cluster.ok(&["get", "cm", "-o", "name", "--field-selector=metadata.name!=kube-root-ca.crt"]);
+    assert_eq!(names.trim(), "", "rejected requests stored nothing");
+    assert_eq!(cluster.ok(&["get", "--raw", "/readyz"]), "ok", "the server keeps serving");
+}
