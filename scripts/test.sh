@@ -24,6 +24,7 @@ command -v cargo >/dev/null || die "cargo not found in PATH"
 step "test dependencies"
 scripts/install-test-deps.sh
 scripts/fetch-clients.sh
+KUBE_TEST_PYTHON=$(scripts/fetch-python-client.sh)
 
 step "local registry on 127.0.0.1:$KUBE_TEST_REGISTRY_PORT"
 registry_was_running=0
@@ -51,6 +52,7 @@ cargo build --locked --all-targets
 step "cargo test --locked $* -- --test-threads=2"
 KUBE_TEST_KUBECTL=$CACHE/bin/kubectl \
 KUBE_TEST_HELM=$CACHE/bin/helm \
+KUBE_TEST_PYTHON=$KUBE_TEST_PYTHON \
 KUBE_TEST_REGISTRY=127.0.0.1:$KUBE_TEST_REGISTRY_PORT \
 KUBE_BIN=$REPO/target/debug/kube \
     cargo test --locked "$@" -- --test-threads=2
