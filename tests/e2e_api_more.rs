@@ -205,7 +205,14 @@ fn bad_input_gets_upstream_errors_and_changes_nothing() {
     let err = raw(&["create", "--raw", "/api/v1/namespaces/default/configmaps", "-f", file.to_str().unwrap()]);
     assert!(err.contains("Request entity too large") || err.contains("413"), "{err}");
     let _ = wrong_kind;
+    let typo = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: typo}\ndata: {k: v}\ndatta: {k: v}\n";
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], typo);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("strict decoding error: unknown field \"datta\""), "{err}");
     let names = cluster.ok(&["get", "cm", "-o", "name", "--field-selector=metadata.name!=kube-root-ca.crt"]);
     assert_eq!(names.trim(), "", "rejected requests stored nothing");
     assert_eq!(cluster.ok(&["get", "--raw", "/readyz"]), "ok", "the server keeps serving");
+    let out = cluster.kubectl_stdin(&["apply", "--validate=warn", "-f", "-"], typo);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field \"datta\""), "{out:?}");
 }

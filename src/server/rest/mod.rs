@@ -5,6 +5,7 @@
 mod codec;
 mod delete;
 mod eviction;
+mod field_validation;
 mod objects;
 mod patch;
 mod read;

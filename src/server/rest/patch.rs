@@ -44,6 +44,7 @@ pub async fn patch(call: Call, body: Bytes) -> Result<Response, ApiError> {
                 return Err(ApiError::not_found(&res.group, &res.plural, call.name()));
             }
             let mut obj = patch_body.clone();
+            super::field_validation::check(&call, &obj)?;
             check_type(&res, &mut obj)?;
             let mut obj = prepare_create(&call, obj)?;
             crate::server::patch::apply::record(
@@ -80,6 +81,7 @@ pub async fn patch(call: Call, body: Bytes) -> Result<Response, ApiError> {
                 &res.api_version(),
             );
         }
+        let warnings = super::field_validation::check(&call, &patched)?;
         // A patch cannot move an object: name and namespace stay as addressed.
         patched["metadata"]["name"] = Value::String(call.name().to_string());
         if let Some(ns) = call.namespace() {
@@ -100,7 +102,10 @@ pub async fn patch(call: Call, body: Bytes) -> Result<Response, ApiError> {
         match registry.replace_or_finalize(&res, prepared, revision).await {
             Err(err) if err.code == 409 => continue,
             Err(err) => return Err(err),
-            Ok(stored) => return Ok(respond(StatusCode::OK, &stored, call.negotiated)),
+            Ok(stored) => {
+                let response = respond(StatusCode::OK, &stored, call.negotiated);
+                return Ok(super::field_validation::with_warnings(response, &warnings));
+            }
         }
     }
     Err(ApiError::conflict(&res.group, &res.plural, call.name(), "too many concurrent updates; try again"))

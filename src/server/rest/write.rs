@@ -2,7 +2,7 @@
 //! validate, then one store transaction with optimistic concurrency.
 
 use super::objects::{admit_namespace, prepare_create, prepare_update};
-use super::{Call, decode_body, respond, services};
+use super::{Call, decode_body, field_validation, respond, services};
 use crate::server::error::ApiError;
 use crate::server::registry::{resource_version_of, set_resource_version};
 use axum::response::Response;
@@ -16,6 +16,7 @@ const EVENT_TTL: Duration = Duration::from_secs(3600);
 
 pub async fn create(call: Call, body: Bytes) -> Result<Response, ApiError> {
     let obj = decode_body(&call.headers, &body)?;
+    let warnings = field_validation::check(&call, &obj)?;
     let obj = prepare_create(&call, obj)?;
     admit_namespace(&call).await?;
     if call.dry_run()? {
@@ -23,7 +24,7 @@ pub async fn create(call: Call, body: Bytes) -> Result<Response, ApiError> {
     }
     let ttl = (call.resource.kind == "Event").then_some(EVENT_TTL);
     let created = create_allocating(&call, obj, ttl).await?;
-    Ok(respond(StatusCode::CREATED, &created, call.negotiated))
+    Ok(field_validation::with_warnings(respond(StatusCode::CREATED, &created, call.negotiated), &warnings))
 }
 
 fn is_service(call: &Call) -> bool {
@@ -58,6 +59,7 @@ pub async fn reallocate(call: &Call, new: &mut Value, old: &Value) -> Result<(),
 
 pub async fn update(call: Call, body: Bytes) -> Result<Response, ApiError> {
     let mut new = decode_body(&call.headers, &body)?;
+    let warnings = field_validation::check(&call, &new)?;
     let old = call.state.registry.get(&call.resource, call.namespace(), call.name()).await?;
     let current = resource_version_of(&old)?.unwrap_or(0);
     let res = &call.resource;
@@ -81,7 +83,7 @@ pub async fn update(call: Call, body: Bytes) -> Result<Response, ApiError> {
         return Ok(respond(StatusCode::OK, &unchanged, call.negotiated));
     }
     let stored = call.state.registry.replace_or_finalize(&call.resource, prepared, current).await?;
-    Ok(respond(StatusCode::OK, &stored, call.negotiated))
+    Ok(field_validation::with_warnings(respond(StatusCode::OK, &stored, call.negotiated), &warnings))
 }
 
 /// `POST pods/<name>/binding`: the scheduler assigns a pod to a node.
