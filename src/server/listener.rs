@@ -92,6 +92,10 @@ pub async fn serve(
                 }
             },
         };
+        // Small responses must not wait for delayed ACKs (Nagle).
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, error = %err, "cannot set TCP_NODELAY");
+        }
         let (acceptor, router, shutdown) = (acceptor.clone(), router.clone(), shutdown.clone());
         connections.spawn(async move {
             let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
