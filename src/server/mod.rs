@@ -123,6 +123,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         },
         shutdown.clone(),
     );
+    let agent = config.run_agent.then(|| crate::agent::spawn_local(router.clone(), &config, shutdown.clone()));
     let tcp = listener::bind(config.listen).await?;
     tracing::info!(addr = %config.listen, "API server listening");
     let serving_task = tokio::spawn(listener::serve(tcp, tls, router, shutdown.clone(), Duration::from_secs(5)));
@@ -131,6 +132,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = serving_task.await;
     controllers.join_all().await;
+    if let Some(agent) = agent {
+        let _ = agent.await;
+    }
     if let Err(err) = state.registry.store().shutdown().await {
         tracing::warn!(error = %err, "store shutdown failed");
     }
