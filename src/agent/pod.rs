@@ -373,7 +373,7 @@ impl Worker {
         record.ready = false;
         let (name, restart) = (record.name.clone(), record.restart_count);
         let ran = self.run_started.get(&name).map(|s| s.elapsed()).unwrap_or_default();
-        self.next_start.insert(name.clone(), Instant::now() + backoff::delay(restart + 1, ran));
+        self.next_start.insert(name.clone(), Instant::now() + backoff::delay(restart, ran));
         self.save(&name);
         let runtime = self.ctx.runtime.clone();
         let delete_id = id.to_string();

@@ -101,7 +101,7 @@ pub fn apply_tar(reader: impl Read, root: &Path) -> std::result::Result<(), Stri
                         remove_any(&target).map_err(|e| format!("replace {}: {e}", path.display()))?;
                     }
                 }
-                entry.unpack_in(root).map_err(|e| format!("unpack {}: {e}", path.display()))?;
+                entry.unpack_in(root).map_err(|e| format!("unpack {}: {e} ({:?})", path.display(), std::error::Error::source(&e)))?;
             }
         }
     }
@@ -116,6 +116,9 @@ mod tests {
         let mut builder = tar::Builder::new(Vec::new());
         for (path, content) in files {
             let mut header = tar::Header::new_gnu();
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
             match content {
                 Some(text) => {
                     header.set_entry_type(tar::EntryType::Regular);
