@@ -20,7 +20,9 @@ fn unmet() -> Option<String> {
     }
     let registry = registry();
     if std::net::TcpStream::connect_timeout(&registry.parse().ok()?, Duration::from_secs(2)).is_err() {
-        return Some(format!("no test registry on {registry} (scripts/test-registry.sh start && scripts/build-test-images.sh)"));
+        return Some(format!(
+            "no test registry on {registry} (scripts/test-registry.sh start && scripts/build-test-images.sh)"
+        ));
     }
     None
 }
@@ -61,8 +63,13 @@ impl AgentCluster {
     fn start() -> AgentCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let node = nix::unistd::gethostname().expect("hostname").to_string_lossy().to_lowercase();
-        let mut cluster =
-            AgentCluster { port: free_port(), kubeconfig: dir.path().join("admin.kubeconfig"), dir, server: None, node };
+        let mut cluster = AgentCluster {
+            port: free_port(),
+            kubeconfig: dir.path().join("admin.kubeconfig"),
+            dir,
+            server: None,
+            node,
+        };
         cluster.spawn();
         cluster
     }
@@ -298,7 +305,13 @@ fn pods_run_log_fail_and_go_away() {
     cluster.wait_logs("hello", &[], "hello\n");
     let uid = cluster.ok(&["get", "pod", "hello", "-o", "jsonpath={.metadata.uid}"]);
     assert!(!AgentCluster::pod_processes(&uid).is_empty(), "no process in the cgroup of pod {uid}");
-    let status = cluster.ok(&["get", "pod", "hello", "-o", "jsonpath={.status.hostIP} {.status.containerStatuses[0].containerID} {.status.containerStatuses[0].imageID}"]);
+    let status = cluster.ok(&[
+        "get",
+        "pod",
+        "hello",
+        "-o",
+        "jsonpath={.status.hostIP} {.status.containerStatuses[0].containerID} {.status.containerStatuses[0].imageID}",
+    ]);
     assert!(status.starts_with("127.0.0.1 kube://"), "status: {status}");
     assert!(status.contains("@sha256:"), "status: {status}");
 
@@ -306,7 +319,13 @@ fn pods_run_log_fail_and_go_away() {
     cluster.apply(&cluster.pod("fails", "echo bye; exit 1", "Never"));
     cluster.wait_for(
         "fails Failed",
-        &["get", "pod", "fails", "-o", "jsonpath={.status.phase} {.status.containerStatuses[0].state.terminated.exitCode}"],
+        &[
+            "get",
+            "pod",
+            "fails",
+            "-o",
+            "jsonpath={.status.phase} {.status.containerStatuses[0].state.terminated.exitCode}",
+        ],
         Duration::from_secs(60),
         |out| out == "Failed 1",
     );
@@ -324,10 +343,7 @@ fn pods_run_log_fail_and_go_away() {
         std::thread::sleep(Duration::from_millis(100));
     }
     cluster.ok(&["delete", "pod", "fails", "--timeout=60s"]);
-    assert!(
-        !cluster.dir.path().join("agent/pods").join(uid.trim()).exists(),
-        "pod folder left behind"
-    );
+    assert!(!cluster.dir.path().join("agent/pods").join(uid.trim()).exists(), "pod folder left behind");
 }
 
 #[test]
@@ -345,7 +361,12 @@ fn containers_outlive_an_agent_restart() {
     assert!(!before.is_empty(), "no process for pod {uid}");
     cluster.stop();
     cluster.spawn();
-    cluster.wait_for("adopted", &["get", "pod", "survivor", "-o", "jsonpath={.status.containerStatuses[0].restartCount} {.status.phase}"], Duration::from_secs(30), |out| out == "0 Running");
+    cluster.wait_for(
+        "adopted",
+        &["get", "pod", "survivor", "-o", "jsonpath={.status.containerStatuses[0].restartCount} {.status.phase}"],
+        Duration::from_secs(30),
+        |out| out == "0 Running",
+    );
     assert_eq!(AgentCluster::pod_processes(&uid), before, "the container was restarted instead of adopted");
     assert!(cluster.log().contains("adopted a running container"), "{}", cluster.log_tail());
     cluster.ok(&["delete", "pod", "survivor", "--timeout=60s"]);

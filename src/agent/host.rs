@@ -46,7 +46,8 @@ impl Host for RealHost {
         // A fresh thread enters the new namespace and pins it; the thread then
         // ends, so no other work ever runs inside it.
         let handle = std::thread::spawn(move || -> Result<()> {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(AgentError::sys("unshare a network namespace"))?;
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(AgentError::sys("unshare a network namespace"))?;
             loopback_up().map_err(AgentError::io("bring loopback up in", &target))?;
             std::fs::File::create(&target).map_err(AgentError::io("create netns file", &target))?;
             nix::mount::mount(
@@ -58,7 +59,10 @@ impl Host for RealHost {
             )
             .map_err(AgentError::sys(format!("bind the network namespace to {}", target.display())))
         });
-        handle.join().map_err(|_| AgentError::Sandbox { pod: path.display().to_string(), message: "netns thread panicked".into() })?
+        handle.join().map_err(|_| AgentError::Sandbox {
+            pod: path.display().to_string(),
+            message: "netns thread panicked".into(),
+        })?
     }
 
     fn remove_netns(&self, path: &Path) -> Result<()> {
@@ -71,8 +75,14 @@ impl Host for RealHost {
 
     fn mount_overlay(&self, lower: &Path, upper: &Path, work: &Path, target: &Path) -> Result<()> {
         let options = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
-        nix::mount::mount(Some("overlay"), target, Some("overlay"), nix::mount::MsFlags::empty(), Some(options.as_str()))
-            .map_err(AgentError::sys(format!("mount overlay on {}", target.display())))
+        nix::mount::mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .map_err(AgentError::sys(format!("mount overlay on {}", target.display())))
     }
 
     fn unmount(&self, target: &Path) -> Result<()> {

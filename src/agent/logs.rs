@@ -93,8 +93,11 @@ pub fn spawn_shim(stdout: OwnedFd, stderr: OwnedFd, log: &Path, done: &Path) -> 
         .append(true)
         .open(log)
         .map_err(AgentError::io("open container log", log))?;
-    let done_c = CString::new(done.as_os_str().as_encoded_bytes())
-        .map_err(|_| AgentError::Io { what: "log marker path", path: done.into(), source: std::io::ErrorKind::InvalidInput.into() })?;
+    let done_c = CString::new(done.as_os_str().as_encoded_bytes()).map_err(|_| AgentError::Io {
+        what: "log marker path",
+        path: done.into(),
+        source: std::io::ErrorKind::InvalidInput.into(),
+    })?;
     let fds = [stdout.as_raw_fd(), stderr.as_raw_fd(), file.as_raw_fd()];
     // SAFETY: the child only makes async-signal-safe system calls on stack
     // buffers and ends with `_exit`; it never returns into Rust code.
@@ -278,7 +281,10 @@ impl Logs {
             .flatten()
             .find(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(&suffix)))
             .map(|e| e.path())
-            .ok_or_else(|| AgentError::InvalidPod { pod: pod_uid.into(), message: "has no logs on this node".into() })?;
+            .ok_or_else(|| AgentError::InvalidPod {
+                pod: pod_uid.into(),
+                message: "has no logs on this node".into(),
+            })?;
         let dir = pod.join(container);
         let runs = runs(&dir);
         let pick = if options.previous { runs.len().checked_sub(2) } else { runs.len().checked_sub(1) };
@@ -355,6 +361,52 @@ impl Logs {
     }
 }
 
+/// The `pods/log` response for a pod of the local agent: picks the container
+/// (the only one when `container` is not given), applies `follow`,
+/// `tailLines`, `timestamps` and `previous`, and streams `text/plain`.
+pub fn respond(
+    logs: &Logs,
+    pod: &serde_json::Value,
+    params: &std::collections::HashMap<String, String>,
+) -> std::result::Result<http::Response<axum::body::Body>, crate::server::error::ApiError> {
+    use crate::server::error::ApiError;
+    use serde_json::Value;
+    let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+    let names: Vec<&str> = ["/spec/initContainers", "/spec/containers"]
+        .iter()
+        .flat_map(|p| pod.pointer(p).and_then(Value::as_array).into_iter().flatten())
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .collect();
+    let apps = pod.pointer("/spec/containers").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
+    let container = match params.get("container").filter(|c| !c.is_empty()) {
+        Some(c) if names.contains(&c.as_str()) => c.clone(),
+        Some(c) => return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
+        None if apps == 1 => {
+            pod.pointer("/spec/containers/0/name").and_then(Value::as_str).unwrap_or_default().to_string()
+        }
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: {names:?}"
+            )));
+        }
+    };
+    let flag = |key: &str| params.get(key).is_some_and(|v| v == "true" || v == "1");
+    let options = LogOptions {
+        follow: flag("follow"),
+        tail_lines: params.get("tailLines").and_then(|t| t.parse().ok()),
+        timestamps: flag("timestamps"),
+        previous: flag("previous"),
+    };
+    let stream = logs.open(uid, &container, options).map_err(|err| {
+        ApiError::bad_request(format!("container {container:?} in pod {name:?} is waiting to start: {err}"))
+    })?;
+    http::Response::builder()
+        .header(http::header::CONTENT_TYPE, "text/plain")
+        .body(axum::body::Body::from_stream(stream))
+        .map_err(|err| ApiError::internal("build a log response", &err))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,7 +422,10 @@ mod tests {
         for secs in [951_782_400i64, 1_709_210_096, 4_102_444_799] {
             format_timestamp(secs, 123_456_789, &mut out);
             let expected = jiff::Timestamp::new(secs, 123_456_789).expect("timestamp");
-            assert_eq!(std::str::from_utf8(&out).expect("utf8"), expected.strftime("%Y-%m-%dT%H:%M:%S.%9fZ").to_string());
+            assert_eq!(
+                std::str::from_utf8(&out).expect("utf8"),
+                expected.strftime("%Y-%m-%dT%H:%M:%S.%9fZ").to_string()
+            );
         }
     }
 
@@ -423,52 +478,9 @@ mod tests {
         let all: Vec<u8> = chunks.into_iter().flat_map(|c| c.expect("chunk").to_vec()).collect();
         assert_eq!(all.iter().filter(|b| **b == b'\n').count(), 1);
         let stream = logs.open("u1", "c", LogOptions { follow: true, ..Default::default() }).expect("open");
-        let all: Vec<u8> = stream.collect::<Vec<_>>().await.into_iter().flat_map(|c| c.expect("chunk").to_vec()).collect();
+        let all: Vec<u8> =
+            stream.collect::<Vec<_>>().await.into_iter().flat_map(|c| c.expect("chunk").to_vec()).collect();
         assert!(String::from_utf8_lossy(&all).contains("hello\n"));
         assert!(logs.open("u1", "c", LogOptions { previous: true, ..Default::default() }).is_err());
     }
-}
-
-/// The `pods/log` response for a pod of the local agent: picks the container
-/// (the only one when `container` is not given), applies `follow`,
-/// `tailLines`, `timestamps` and `previous`, and streams `text/plain`.
-pub fn respond(
-    logs: &Logs,
-    pod: &serde_json::Value,
-    params: &std::collections::HashMap<String, String>,
-) -> std::result::Result<http::Response<axum::body::Body>, crate::server::error::ApiError> {
-    use crate::server::error::ApiError;
-    use serde_json::Value;
-    let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-    let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
-    let names: Vec<&str> = ["/spec/initContainers", "/spec/containers"]
-        .iter()
-        .flat_map(|p| pod.pointer(p).and_then(Value::as_array).into_iter().flatten())
-        .filter_map(|c| c.get("name").and_then(Value::as_str))
-        .collect();
-    let apps = pod.pointer("/spec/containers").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
-    let container = match params.get("container").filter(|c| !c.is_empty()) {
-        Some(c) if names.contains(&c.as_str()) => c.clone(),
-        Some(c) => return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
-        None if apps == 1 => pod.pointer("/spec/containers/0/name").and_then(Value::as_str).unwrap_or_default().to_string(),
-        None => {
-            return Err(ApiError::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: {names:?}"
-            )));
-        }
-    };
-    let flag = |key: &str| params.get(key).is_some_and(|v| v == "true" || v == "1");
-    let options = LogOptions {
-        follow: flag("follow"),
-        tail_lines: params.get("tailLines").and_then(|t| t.parse().ok()),
-        timestamps: flag("timestamps"),
-        previous: flag("previous"),
-    };
-    let stream = logs
-        .open(uid, &container, options)
-        .map_err(|err| ApiError::bad_request(format!("container {container:?} in pod {name:?} is waiting to start: {err}")))?;
-    http::Response::builder()
-        .header(http::header::CONTENT_TYPE, "text/plain")
-        .body(axum::body::Body::from_stream(stream))
-        .map_err(|err| ApiError::internal("build a log response", &err))
 }

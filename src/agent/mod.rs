@@ -56,7 +56,10 @@ impl AgentConfig {
     /// The local agent of `kube server`: node named after the host, data under
     /// `<data-dir>/agent`, DNS settings from the server's flags.
     pub fn for_server(server: &crate::server::ServerConfig) -> AgentConfig {
-        let host = nix::unistd::gethostname().ok().and_then(|h| h.to_str().map(str::to_string)).unwrap_or_else(|| "localhost".into());
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.to_str().map(str::to_string))
+            .unwrap_or_else(|| "localhost".into());
         let mut config = AgentConfig::new(&host, server.data_dir.join("agent"), server.advertise_address);
         config.cluster_dns = IpAddr::V4(server.cluster_dns);
         config.cluster_domain = server.cluster_domain.clone();
@@ -194,7 +197,9 @@ async fn pods_loop(ctx: Arc<AgentCtx>, shutdown: CancellationToken) {
             workers.update(&uid, None);
         }
         let rv = list.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_string();
-        let uri = format!("/api/v1/pods?{selector}&watch=true&allowWatchBookmarks=true&resourceVersion={rv}&timeoutSeconds=300");
+        let uri = format!(
+            "/api/v1/pods?{selector}&watch=true&allowWatchBookmarks=true&resourceVersion={rv}&timeoutSeconds=300"
+        );
         let mut watch = match ctx.client.watch(&uri).await {
             Ok(w) => Box::pin(w),
             Err(err) => {

@@ -36,15 +36,15 @@ impl MachineInfo {
         let os_image = std::fs::read_to_string("/etc/os-release")
             .ok()
             .and_then(|text| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-                    .map(|v| v.trim_matches('"').to_string())
+                text.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).map(|v| v.trim_matches('"').to_string())
             })
             .unwrap_or_else(|| "Linux".into());
         MachineInfo {
             cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             memory_kib,
-            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default(),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
             os_image,
         }
     }
@@ -168,7 +168,10 @@ async fn renew_lease(client: &Client, node: &str, node_uid: &str) -> Result<()> 
     match client.merge_patch(&path, json!({"spec": {"holderIdentity": node, "renewTime": renew}})).await {
         Ok(_) => Ok(()),
         Err(err) if err.code == 404 => client
-            .create("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", lease_object(node, node_uid, &renew))
+            .create(
+                "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+                lease_object(node, node_uid, &renew),
+            )
             .await
             .map(|_| ())
             .map_err(AgentError::api("create the node lease")),
@@ -177,7 +180,12 @@ async fn renew_lease(client: &Client, node: &str, node_uid: &str) -> Result<()> 
 }
 
 /// Registers the node, then keeps the lease and status fresh until shutdown.
-pub async fn run(client: Client, config: AgentConfig, shutdown: CancellationToken, registered: tokio::sync::watch::Sender<bool>) {
+pub async fn run(
+    client: Client,
+    config: AgentConfig,
+    shutdown: CancellationToken,
+    registered: tokio::sync::watch::Sender<bool>,
+) {
     let machine = MachineInfo::probe();
     let since = now();
     let mut uid = loop {
@@ -222,7 +230,13 @@ mod tests {
         assert_eq!(node["metadata"]["labels"]["node-role.kubernetes.io/control-plane"], "true");
         assert_eq!(node["status"]["capacity"]["pods"], "110");
         assert_eq!(node["status"]["capacity"]["memory"], "1000Ki");
-        let ready = node["status"]["conditions"].as_array().expect("c").iter().find(|c| c["type"] == "Ready").cloned().expect("Ready");
+        let ready = node["status"]["conditions"]
+            .as_array()
+            .expect("c")
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .cloned()
+            .expect("Ready");
         assert_eq!(ready["status"], "True");
         assert_eq!(ready["reason"], "KubeletReady");
         assert_eq!(node["status"]["addresses"][0], json!({"type": "InternalIP", "address": "10.0.0.5"}));

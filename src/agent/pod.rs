@@ -108,7 +108,11 @@ impl Worker {
                 self.terminate(Duration::from_secs(grace)).await;
                 self.report().await;
                 self.cleanup(false);
-                let path = format!("/api/v1/namespaces/{}/pods/{}", text(&self.pod, "/metadata/namespace"), text(&self.pod, "/metadata/name"));
+                let path = format!(
+                    "/api/v1/namespaces/{}/pods/{}",
+                    text(&self.pod, "/metadata/namespace"),
+                    text(&self.pod, "/metadata/name")
+                );
                 let options = json!({"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}});
                 match self.ctx.client.delete(&path, Some(options)).await {
                     Ok(_) => tracing::info!("pod object removed"),
@@ -195,7 +199,10 @@ impl Worker {
             match sandbox::prepare(&self.ctx, &self.pod, &self.paths).await {
                 Ok(()) => {
                     self.sandbox_ready = true;
-                    let _ = std::fs::write(self.paths.root.join("pod.json"), serde_json::to_vec(&self.pod).unwrap_or_default());
+                    let _ = std::fs::write(
+                        self.paths.root.join("pod.json"),
+                        serde_json::to_vec(&self.pod).unwrap_or_default(),
+                    );
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "cannot create the pod sandbox");
@@ -215,8 +222,11 @@ impl Worker {
                 Some(r) => match (&r.state, &r.last) {
                     (State::Terminated(t), _) => {
                         // Init containers restart on failure unless the policy is Never.
-                        let restart = if init { t.exit_code != 0 && policy != "Never" } else { backoff::should_restart(&policy, t.exit_code) };
-                        restart
+                        if init {
+                            t.exit_code != 0 && policy != "Never"
+                        } else {
+                            backoff::should_restart(&policy, t.exit_code)
+                        }
                     }
                     (State::Waiting { .. }, _) => true,
                     _ => false,
@@ -241,7 +251,9 @@ impl Worker {
                 } else if let Err(err) = self.start(&container, init).await {
                     tracing::warn!(container = %name, error = %err, "cannot start container");
                     let reason = match err {
-                        AgentError::Pull { .. } | AgentError::Reference { .. } | AgentError::Layer { .. } => "ErrImagePull",
+                        AgentError::Pull { .. } | AgentError::Reference { .. } | AgentError::Layer { .. } => {
+                            "ErrImagePull"
+                        }
                         _ => "CreateContainerError",
                     };
                     if let Some(r) = self.record_mut(&name) {
@@ -389,7 +401,8 @@ impl Worker {
 
     /// Stops every running container: SIGTERM, then SIGKILL after `grace`.
     async fn terminate(&mut self, grace: Duration) {
-        let running = |w: &Worker| w.records.iter().filter(|r| r.running()).filter_map(|r| r.id.clone()).collect::<Vec<_>>();
+        let running =
+            |w: &Worker| w.records.iter().filter(|r| r.running()).filter_map(|r| r.id.clone()).collect::<Vec<_>>();
         let signal = |w: &Worker, signal: Signal| {
             for id in running(w) {
                 if let Err(err) = w.ctx.runtime.kill(&id, signal) {
@@ -436,12 +449,22 @@ impl Worker {
         let host_ip = self.ctx.config.node_ip.to_string();
         let pod_ip = sandbox::host_network(&self.pod).then_some(host_ip.as_str());
         let now = now();
-        let facts = PodFacts { host_ip: &host_ip, pod_ip, start_time: &self.start_time, now: &now, sandbox_ready: self.sandbox_ready };
+        let facts = PodFacts {
+            host_ip: &host_ip,
+            pod_ip,
+            start_time: &self.start_time,
+            now: &now,
+            sandbox_ready: self.sandbox_ready,
+        };
         let status = status::pod_status(&self.pod, &self.records, &facts);
         if self.reported.as_ref() == Some(&status) {
             return;
         }
-        let path = format!("/api/v1/namespaces/{}/pods/{}/status", text(&self.pod, "/metadata/namespace"), text(&self.pod, "/metadata/name"));
+        let path = format!(
+            "/api/v1/namespaces/{}/pods/{}/status",
+            text(&self.pod, "/metadata/namespace"),
+            text(&self.pod, "/metadata/name")
+        );
         match self.ctx.client.merge_patch(&path, json!({"status": status})).await {
             Ok(_) => self.reported = Some(status),
             Err(err) if err.code == 404 => {}

@@ -24,7 +24,9 @@ impl Exit {
     pub fn from_status(status: WaitStatus) -> Option<Exit> {
         match status {
             WaitStatus::Exited(_, code) => Some(Exit { code, signal: None, known: true }),
-            WaitStatus::Signaled(_, signal, _) => Some(Exit { code: 128 + signal as i32, signal: Some(signal as i32), known: true }),
+            WaitStatus::Signaled(_, signal, _) => {
+                Some(Exit { code: 128 + signal as i32, signal: Some(signal as i32), known: true })
+            }
             _ => None,
         }
     }
@@ -94,7 +96,9 @@ impl Reaper {
         tokio::spawn(async move {
             loop {
                 let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .map(|stat| stat.rsplit(')').next().map(|rest| !rest.trim_start().starts_with('Z')).unwrap_or(false))
+                    .map(|stat| {
+                        stat.rsplit(')').next().map(|rest| !rest.trim_start().starts_with('Z')).unwrap_or(false)
+                    })
                     .unwrap_or(false);
                 if !alive || tx.is_closed() {
                     let _ = tx.send(Exit { code: 255, signal: None, known: false });
@@ -112,6 +116,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    #[allow(clippy::zombie_processes)] // the reaper under test waits for them
     async fn reaps_our_children_by_pid() {
         let reaper = Reaper::start();
         let child = std::process::Command::new("/bin/sh").args(["-c", "exit 3"]).spawn().expect("spawn");

@@ -58,10 +58,10 @@ impl Runtime for Libcontainer {
             .with_detach(true)
             .build()
             .map_err(runtime_err(id))?;
-        let pid = container.pid().map(|p| p.as_raw()).ok_or_else(|| AgentError::Runtime {
-            id: id.to_string(),
-            message: "created without a PID".into(),
-        })?;
+        let pid = container
+            .pid()
+            .map(|p| p.as_raw())
+            .ok_or_else(|| AgentError::Runtime { id: id.to_string(), message: "created without a PID".into() })?;
         if let Err(err) = container.start() {
             let _ = container.delete(true);
             return Err(runtime_err(id)(err));

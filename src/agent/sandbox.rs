@@ -43,7 +43,9 @@ pub fn resolv_conf(namespace: &str, dns: &str, domain: &str) -> String {
 }
 
 pub fn hosts_file(hostname: &str, ip: Option<&str>) -> String {
-    let mut hosts = String::from("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    let mut hosts = String::from(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    );
     if let Some(ip) = ip {
         hosts.push_str(&format!("{ip}\t{hostname}\n"));
     }
@@ -91,7 +93,11 @@ fn decode_map(obj: &Value, key: &str, base64: bool) -> Vec<(String, Vec<u8>)> {
         .flatten()
         .filter_map(|(k, v)| {
             let text = v.as_str()?;
-            let bytes = if base64 { base64::engine::general_purpose::STANDARD.decode(text).ok()? } else { text.as_bytes().to_vec() };
+            let bytes = if base64 {
+                base64::engine::general_purpose::STANDARD.decode(text).ok()?
+            } else {
+                text.as_bytes().to_vec()
+            };
             Some((k.clone(), bytes))
         })
         .collect()
@@ -135,7 +141,9 @@ pub async fn prepare(ctx: &AgentCtx, pod: &Value, paths: &PodPaths) -> Result<()
                     write_keys(&dir, &data, cm.get("items").and_then(Value::as_array))?;
                 }
                 Err(err) if err.code == 404 && optional => write_keys(&dir, &[], None)?,
-                Err(err) => return Err(AgentError::api(format!("configmap {namespace}/{source} for volume {vname}"))(err)),
+                Err(err) => {
+                    return Err(AgentError::api(format!("configmap {namespace}/{source} for volume {vname}"))(err));
+                }
             }
         } else if let Some(secret) = volume.get("secret") {
             let source = secret.get("secretName").and_then(Value::as_str).unwrap_or_default();
@@ -147,7 +155,9 @@ pub async fn prepare(ctx: &AgentCtx, pod: &Value, paths: &PodPaths) -> Result<()
                     write_keys(&dir, &data, secret.get("items").and_then(Value::as_array))?;
                 }
                 Err(err) if err.code == 404 && optional => write_keys(&dir, &[], None)?,
-                Err(err) => return Err(AgentError::api(format!("secret {namespace}/{source} for volume {vname}"))(err)),
+                Err(err) => {
+                    return Err(AgentError::api(format!("secret {namespace}/{source} for volume {vname}"))(err));
+                }
             }
         } else if let Some(path) = volume.pointer("/hostPath/path").and_then(Value::as_str) {
             let kind = volume.pointer("/hostPath/type").and_then(Value::as_str).unwrap_or_default();
@@ -176,7 +186,9 @@ pub fn container_mounts(pod: &Value, container: &Value, paths: &PodPaths) -> Vec
             Some(host) => PathBuf::from(host),
             None => paths.volume(vname),
         };
-        if let Some(sub) = mount.get("subPath").and_then(Value::as_str).filter(|s| !s.is_empty() && !s.split('/').any(|p| p == "..")) {
+        if let Some(sub) =
+            mount.get("subPath").and_then(Value::as_str).filter(|s| !s.is_empty() && !s.split('/').any(|p| p == ".."))
+        {
             source = source.join(sub);
             if !source.exists() {
                 let _ = std::fs::create_dir_all(&source);
@@ -186,7 +198,9 @@ pub fn container_mounts(pod: &Value, container: &Value, paths: &PodPaths) -> Vec
             || volume.is_some_and(|v| v.get("configMap").is_some() || v.get("secret").is_some());
         mounts.push(BindMount { destination: destination.to_string(), source, readonly });
     }
-    for (file, destination) in [("hosts", "/etc/hosts"), ("resolv.conf", "/etc/resolv.conf"), ("hostname", "/etc/hostname")] {
+    for (file, destination) in
+        [("hosts", "/etc/hosts"), ("resolv.conf", "/etc/resolv.conf"), ("hostname", "/etc/hostname")]
+    {
         if !mounts.iter().any(|m| m.destination == destination) {
             mounts.push(BindMount { destination: destination.into(), source: paths.root.join(file), readonly: false });
         }
@@ -235,8 +249,14 @@ mod tests {
         let container = json!({"volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg"}, {"name": "scratch", "mountPath": "/scratch"}]});
         let paths = PodPaths { root: "/d/pods/u".into(), netns: "/d/netns/u".into(), logs: "/d/logs/x".into() };
         let mounts = container_mounts(&pod, &container, &paths);
-        assert_eq!(mounts[0], BindMount { destination: "/etc/cfg".into(), source: "/d/pods/u/volumes/cfg".into(), readonly: true });
-        assert_eq!(mounts[1], BindMount { destination: "/scratch".into(), source: "/d/pods/u/volumes/scratch".into(), readonly: false });
+        assert_eq!(
+            mounts[0],
+            BindMount { destination: "/etc/cfg".into(), source: "/d/pods/u/volumes/cfg".into(), readonly: true }
+        );
+        assert_eq!(
+            mounts[1],
+            BindMount { destination: "/scratch".into(), source: "/d/pods/u/volumes/scratch".into(), readonly: false }
+        );
         assert!(mounts.iter().any(|m| m.destination == "/etc/resolv.conf"));
     }
 }

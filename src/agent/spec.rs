@@ -160,10 +160,7 @@ pub fn render(input: &SpecInput<'_>) -> Value {
     let security = container.get("securityContext");
     let pod_security = input.pod.pointer("/spec/securityContext");
     let id = |key: &str| {
-        security
-            .and_then(|s| s.get(key))
-            .or_else(|| pod_security.and_then(|s| s.get(key)))
-            .and_then(Value::as_u64)
+        security.and_then(|s| s.get(key)).or_else(|| pod_security.and_then(|s| s.get(key))).and_then(Value::as_u64)
     };
     let (image_uid, image_gid) = input
         .image
@@ -201,9 +198,12 @@ pub fn render(input: &SpecInput<'_>) -> Value {
         if mount.readonly {
             options.push("ro");
         }
-        mounts.push(json!({"destination": mount.destination, "type": "bind", "source": mount.source, "options": options}));
+        mounts.push(
+            json!({"destination": mount.destination, "type": "bind", "source": mount.source, "options": options}),
+        );
     }
-    let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
+    let mut namespaces =
+        vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
     if let Some(netns) = input.netns {
         namespaces.push(json!({"type": "network", "path": netns}));
     }
@@ -223,9 +223,12 @@ pub fn render(input: &SpecInput<'_>) -> Value {
     if cpu.as_object().is_some_and(|c| !c.is_empty()) {
         resources["cpu"] = cpu;
     }
-    let hostname = input.pod.pointer("/spec/hostname").and_then(Value::as_str).filter(|h| !h.is_empty()).unwrap_or_else(|| {
-        input.pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("pod")
-    });
+    let hostname = input
+        .pod
+        .pointer("/spec/hostname")
+        .and_then(Value::as_str)
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| input.pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("pod"));
     let mut linux = json!({
         "namespaces": namespaces,
         "cgroupsPath": input.cgroups_path,
@@ -233,11 +236,18 @@ pub fn render(input: &SpecInput<'_>) -> Value {
     });
     if !privileged {
         linux["maskedPaths"] = json!([
-            "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-            "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"
+            "/proc/acpi",
+            "/proc/asound",
+            "/proc/kcore",
+            "/proc/keys",
+            "/proc/latency_stats",
+            "/proc/timer_list",
+            "/proc/timer_stats",
+            "/proc/sched_debug",
+            "/sys/firmware",
+            "/proc/scsi"
         ]);
-        linux["readonlyPaths"] =
-            json!(["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]);
+        linux["readonlyPaths"] = json!(["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]);
     }
     json!({
         "ociVersion": "1.0.2",
@@ -329,9 +339,17 @@ mod tests {
         assert_eq!(spec["linux"]["cgroupsPath"], "/kubepods/podu1/c");
         assert_eq!(spec["linux"]["resources"]["memory"]["limit"], 67_108_864);
         assert_eq!(spec["linux"]["resources"]["cpu"]["quota"], 50_000);
-        assert!(spec["linux"]["namespaces"].as_array().expect("ns").contains(&json!({"type": "network", "path": "/data/netns/u1"})));
+        assert!(
+            spec["linux"]["namespaces"]
+                .as_array()
+                .expect("ns")
+                .contains(&json!({"type": "network", "path": "/data/netns/u1"}))
+        );
         let last = spec["mounts"].as_array().expect("mounts").last().cloned().expect("mount");
-        assert_eq!(last, json!({"destination": "/data", "type": "bind", "source": "/host/vol", "options": ["rbind", "rprivate", "ro"]}));
+        assert_eq!(
+            last,
+            json!({"destination": "/data", "type": "bind", "source": "/host/vol", "options": ["rbind", "rprivate", "ro"]})
+        );
     }
 
     #[test]

@@ -212,7 +212,10 @@ pub fn pod_status(pod: &Value, records: &[ContainerRecord], facts: &PodFacts<'_>
         let status = if ok { "True" } else { "False" };
         let since = previous
             .iter()
-            .find(|c| c.get("type").and_then(Value::as_str) == Some(kind) && c.get("status").and_then(Value::as_str) == Some(status))
+            .find(|c| {
+                c.get("type").and_then(Value::as_str) == Some(kind)
+                    && c.get("status").and_then(Value::as_str) == Some(status)
+            })
             .and_then(|c| c.get("lastTransitionTime").cloned())
             .unwrap_or_else(|| json!(facts.now));
         let mut c = json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": since});
@@ -329,7 +332,8 @@ mod tests {
         p["status"] = json!({"conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": "old"}]});
         let facts = PodFacts { host_ip: "h", pod_ip: Some("h"), start_time: "t0", now: "new", sandbox_ready: true };
         let status = pod_status(&p, &[], &facts);
-        let scheduled = status["conditions"].as_array().expect("c").iter().find(|c| c["type"] == "PodScheduled").cloned();
+        let scheduled =
+            status["conditions"].as_array().expect("c").iter().find(|c| c["type"] == "PodScheduled").cloned();
         assert_eq!(scheduled.expect("PodScheduled")["lastTransitionTime"], "old");
         assert_eq!(status["podIP"], "h");
     }

@@ -92,18 +92,23 @@ impl ImageStore {
     /// the local copy when allowed, a pull otherwise.
     #[tracing::instrument(skip(self), fields(image = %image))]
     pub async fn ensure(&self, image: &str, policy: &str) -> Result<Image> {
-        let reference: Reference = image
-            .parse()
-            .map_err(|err: oci_client::ParseError| AgentError::Reference { reference: image.into(), message: err.to_string() })?;
+        let reference: Reference = image.parse().map_err(|err: oci_client::ParseError| AgentError::Reference {
+            reference: image.into(),
+            message: err.to_string(),
+        })?;
         let name = reference.whole();
         let lock = self.locks.lock().await.entry(name.clone()).or_default().clone();
         let _guard = lock.lock().await;
         let local = self.local(&name);
-        let always = policy == "Always" || (policy.is_empty() && reference.digest().is_none() && reference.tag().is_none_or(|t| t == "latest"));
+        let always = policy == "Always"
+            || (policy.is_empty() && reference.digest().is_none() && reference.tag().is_none_or(|t| t == "latest"));
         match (local, policy) {
             (Some(image), _) if !always => return Ok(image),
             (None, "Never") => {
-                return Err(AgentError::Pull { image: name, message: "image not present and imagePullPolicy is Never".into() });
+                return Err(AgentError::Pull {
+                    image: name,
+                    message: "image not present and imagePullPolicy is Never".into(),
+                });
             }
             (local, _) => match self.pull(&reference).await {
                 Ok(image) => Ok(image),
@@ -182,10 +187,10 @@ impl ImageStore {
         tokio::fs::create_dir_all(&dir).await.map_err(AgentError::io("create", &dir))?;
         let tmp = dir.join(format!("{hex}.partial"));
         let mut file = tokio::fs::File::create(&tmp).await.map_err(AgentError::io("create blob", &tmp))?;
-        self.client.pull_blob(reference, layer, &mut file).await.map_err(|err| AgentError::Layer {
-            digest: layer.digest.clone(),
-            message: format!("download: {err}"),
-        })?;
+        self.client
+            .pull_blob(reference, layer, &mut file)
+            .await
+            .map_err(|err| AgentError::Layer { digest: layer.digest.clone(), message: format!("download: {err}") })?;
         file.flush().await.map_err(AgentError::io("write blob", &tmp))?;
         drop(file);
         let check = tmp.clone();
@@ -195,7 +200,10 @@ impl ImageStore {
             .map_err(AgentError::io("hash blob", &tmp))?;
         if got != layer.digest {
             let _ = std::fs::remove_file(&tmp);
-            return Err(AgentError::Layer { digest: layer.digest.clone(), message: format!("content has digest {got}") });
+            return Err(AgentError::Layer {
+                digest: layer.digest.clone(),
+                message: format!("content has digest {got}"),
+            });
         }
         std::fs::rename(&tmp, &path).map_err(AgentError::io("store blob", &path))?;
         Ok(path)

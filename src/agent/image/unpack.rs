@@ -101,7 +101,9 @@ pub fn apply_tar(reader: impl Read, root: &Path) -> std::result::Result<(), Stri
                         remove_any(&target).map_err(|e| format!("replace {}: {e}", path.display()))?;
                     }
                 }
-                entry.unpack_in(root).map_err(|e| format!("unpack {}: {e} ({:?})", path.display(), std::error::Error::source(&e)))?;
+                entry
+                    .unpack_in(root)
+                    .map_err(|e| format!("unpack {}: {e} ({:?})", path.display(), std::error::Error::source(&e)))?;
             }
         }
     }
