@@ -53,6 +53,7 @@ step "cargo test --locked $* -- --test-threads=2"
 KUBE_TEST_KUBECTL=$CACHE/bin/kubectl \
 KUBE_TEST_HELM=$CACHE/bin/helm \
 KUBE_TEST_PYTHON=$KUBE_TEST_PYTHON \
+KUBE_TEST_REQUIRE_ROOT=1 \
 KUBE_TEST_REGISTRY=127.0.0.1:$KUBE_TEST_REGISTRY_PORT \
 KUBE_BIN=$REPO/target/debug/kube \
     cargo test --locked "$@" -- --test-threads=2

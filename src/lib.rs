@@ -1,6 +1,7 @@
 //! kube: a whole Kubernetes cluster in one executable. `main.rs` only parses
 //! the command line; each role lives in its own module and exposes `run`.
 
+pub mod agent;
 pub mod controllers;
 pub mod server;
 pub mod store;

@@ -216,3 +216,25 @@ fn bad_input_gets_upstream_errors_and_changes_nothing() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field \"datta\""), "{out:?}");
 }
+
+#[test]
+fn watches_and_lists_behind_the_history_window_get_410() {
+    let cluster = Cluster::start_with(&["--history-window-seconds", "1"]);
+    cluster.ok(&["create", "configmap", "first"]);
+    let first: i64 = cluster.ok(&["get", "cm", "first", "-o", "jsonpath={.metadata.resourceVersion}"]).parse().unwrap();
+    // Automatic compaction moves past `first` once newer revisions are older than the window.
+    let mut i = 0;
+    eventually("compaction past the first write", || {
+        i += 1;
+        cluster.ok(&["create", "configmap", &format!("later-{i}")]);
+        // A watch after `first` needs revision first+1: wait until that one is compacted too.
+        let next = first + 1;
+        let out = cluster.kubectl(&["get", "--raw", &format!("/api/v1/namespaces/default/configmaps?resourceVersion={next}&resourceVersionMatch=Exact")]);
+        String::from_utf8_lossy(&out.stderr).contains("Error from server (Expired)")
+    });
+    let watch = cluster.ok(&["get", "--raw", &format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={first}&timeoutSeconds=5")]);
+    let event: serde_json::Value = serde_json::from_str(watch.trim()).expect("one ERROR event");
+    assert_eq!(event["type"], "ERROR");
+    assert_eq!(event["object"]["code"], 410);
+    assert!(event["object"]["message"].as_str().unwrap().starts_with(&format!("too old resource version: {first} (")), "{event}");
+}

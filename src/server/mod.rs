@@ -111,7 +111,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         key_pem: &serving.key_pem,
     })?;
     let signer = std::sync::Arc::new(authn::serviceaccount::TokenSigner::load_or_create(&tls_dir)?);
-    let router = router::router(state.clone()).layer(axum::Extension(signer.clone()));
+    let router = router::router(state.clone())
+        .layer(axum::Extension(signer.clone()))
+        .layer(axum::Extension(crate::agent::AgentConfig::for_server(&config).logs()));
     let shutdown = CancellationToken::new();
     let controllers = crate::controllers::start(
         crate::controllers::Context {
@@ -124,6 +126,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         },
         shutdown.clone(),
     );
+    let agent = config.run_agent.then(|| crate::agent::spawn_local(router.clone(), &config, shutdown.clone()));
     let tcp = listener::bind(config.listen).await?;
     tracing::info!(addr = %config.listen, "API server listening");
     let serving_task = tokio::spawn(listener::serve(tcp, tls, router, shutdown.clone(), Duration::from_secs(5)));
@@ -132,6 +135,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = serving_task.await;
     controllers.join_all().await;
+    if let Some(agent) = agent {
+        let _ = agent.await;
+    }
     if let Err(err) = state.registry.store().shutdown().await {
         tracing::warn!(error = %err, "store shutdown failed");
     }

@@ -29,14 +29,25 @@ pub struct Cluster {
     pub port: u16,
     pub kubeconfig: PathBuf,
     server: Option<Child>,
+    extra_args: Vec<String>,
 }
 
 impl Cluster {
     /// Starts a control plane (no local agent) and waits until `/readyz` says ok.
     pub fn start() -> Cluster {
+        Cluster::start_with(&[])
+    }
+
+    /// Like [`Cluster::start`], with extra `kube server` flags.
+    pub fn start_with(extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut cluster =
-            Cluster { port: free_port(), kubeconfig: dir.path().join("admin.kubeconfig"), dir, server: None };
+        let mut cluster = Cluster {
+            port: free_port(),
+            kubeconfig: dir.path().join("admin.kubeconfig"),
+            dir,
+            server: None,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
         cluster.spawn();
         cluster
     }
@@ -49,6 +60,7 @@ impl Cluster {
             .arg(self.port.to_string())
             .arg("--data-dir")
             .arg(self.dir.path())
+            .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

@@ -22,6 +22,8 @@ pub enum ObjectEvent {
 /// A stream of [`ObjectEvent`]s.
 pub struct ObjectWatch {
     watcher: Watcher,
+    /// The resource version the watch started after (named in a 410).
+    after: Revision,
     pending: std::collections::VecDeque<ObjectEvent>,
 }
 
@@ -35,6 +37,9 @@ impl ObjectWatch {
             }
             let batch = match self.watcher.next().await? {
                 Ok(batch) => batch,
+                Err(crate::store::StoreError::Compacted { compacted, .. }) => {
+                    return Some(Err(ApiError::expired(format!("too old resource version: {} ({compacted})", self.after))));
+                }
                 Err(err) => return Some(Err(store_error(err))),
             };
             if batch.events.is_empty() {
@@ -70,6 +75,6 @@ impl Registry {
     /// Every change of `res` in `namespace` (all when `None`) after `after`.
     pub fn watch(&self, res: &ResourceInfo, namespace: Option<&str>, after: Revision) -> Result<ObjectWatch, ApiError> {
         let watcher = self.store.watch(&res.list_prefix(namespace), after).map_err(store_error)?;
-        Ok(ObjectWatch { watcher, pending: Default::default() })
+        Ok(ObjectWatch { watcher, after, pending: Default::default() })
     }
 }

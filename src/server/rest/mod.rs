@@ -96,6 +96,7 @@ async fn dispatch(state: ApiState, request: Request) -> Result<Response, ApiErro
     let negotiated = Negotiated::from_headers(&parts.headers);
     let body = read_body(body).await?;
     let signer = parts.extensions.get::<Arc<super::authn::serviceaccount::TokenSigner>>().cloned();
+    let logs = parts.extensions.get::<crate::agent::logs::Logs>().cloned();
     let call = Call { state, info, resource, params, headers: parts.headers, user, negotiated, signer };
     if call.info.subresource.as_deref() == Some("scale") {
         return scale::scale(call, body, &parts.method).await;
@@ -108,6 +109,12 @@ async fn dispatch(state: ApiState, request: Request) -> Result<Response, ApiErro
     }
     match (call.info.verb, call.info.subresource.as_deref()) {
         ("get", None | Some("status")) => read::get(call).await,
+        ("get", Some("log")) => {
+            let pod = call.state.registry.get(&call.resource, call.namespace(), call.name()).await?;
+            // Only pods of this server's own agent have their logs here.
+            let logs = logs.ok_or_else(|| ApiError::bad_request("this server runs no agent"))?;
+            crate::agent::logs::respond(&logs, &pod, &call.params)
+        }
         ("list", None) => read::list(call).await,
         ("watch", None) => watch::watch(call).await,
         ("create", None) => write::create(call, body).await,

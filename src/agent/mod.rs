@@ -1,0 +1,222 @@
+//! The node agent (kubelet): registers the node and keeps its lease, runs
+//! the pods bound to it with libcontainer, streams their logs, and adopts
+//! running containers again after a restart.
+
+pub mod backoff;
+pub mod error;
+pub mod host;
+pub mod image;
+pub mod logs;
+pub mod node;
+pub mod pod;
+pub mod reaper;
+pub mod runtime;
+pub mod sandbox;
+pub mod spec;
+pub mod status;
+
+pub use error::AgentError;
+
+use crate::server::client::Client;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// What the agent needs to know; `AgentConfig::new` holds the defaults.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub node_name: String,
+    /// The node's InternalIP (also hostIP of its pods).
+    pub node_ip: IpAddr,
+    /// `<server data-dir>/agent`: images, pods, logs, runtime state.
+    pub data_dir: PathBuf,
+    /// Registries pulled over plain HTTP (`host:port`).
+    pub registries: Vec<String>,
+    pub cluster_dns: IpAddr,
+    pub cluster_domain: String,
+}
+
+impl AgentConfig {
+    pub fn new(node_name: &str, data_dir: PathBuf, node_ip: IpAddr) -> AgentConfig {
+        AgentConfig {
+            node_name: node_name.to_lowercase(),
+            node_ip,
+            data_dir,
+            registries: vec!["127.0.0.1:5000".into()],
+            cluster_dns: IpAddr::from([10, 43, 0, 10]),
+            cluster_domain: "cluster.local".into(),
+        }
+    }
+
+    /// The local agent of `kube server`: node named after the host, data under
+    /// `<data-dir>/agent`, DNS settings from the server's flags.
+    pub fn for_server(server: &crate::server::ServerConfig) -> AgentConfig {
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.to_str().map(str::to_string))
+            .unwrap_or_else(|| "localhost".into());
+        let mut config = AgentConfig::new(&host, server.data_dir.join("agent"), server.advertise_address);
+        config.cluster_dns = IpAddr::V4(server.cluster_dns);
+        config.cluster_domain = server.cluster_domain.clone();
+        config
+    }
+
+    /// The log reader the API server's `pods/log` uses for this agent's pods.
+    pub fn logs(&self) -> logs::Logs {
+        logs::Logs::new(self.data_dir.join("logs"))
+    }
+}
+
+/// The in-process identity of the local agent.
+pub fn node_user(node_name: &str) -> crate::server::authn::UserInfo {
+    crate::server::authn::UserInfo::new(format!("system:node:{node_name}"), ["system:nodes".to_string()])
+}
+
+/// What every part of the agent shares.
+pub struct AgentCtx {
+    pub client: Client,
+    pub config: AgentConfig,
+    pub host: Arc<dyn host::Host>,
+    pub runtime: Arc<dyn runtime::Runtime>,
+    pub images: image::ImageStore,
+    pub reaper: Arc<reaper::Reaper>,
+}
+
+/// Starts the local agent of `kube server` on the in-process router.
+pub fn spawn_local(
+    router: axum::Router,
+    server: &crate::server::ServerConfig,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let config = AgentConfig::for_server(server);
+    let client = Client::new(router, node_user(&config.node_name));
+    tokio::spawn(async move {
+        if let Err(err) = run_local(client, config, shutdown).await {
+            tracing::error!(error = %err, "the local agent stopped");
+        }
+    })
+}
+
+/// Runs the local agent of `kube server` until `shutdown`. Containers keep
+/// running when it stops.
+pub async fn run_local(client: Client, config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    for dir in ["images", "pods", "netns", "logs", "run"] {
+        let path = config.data_dir.join(dir);
+        std::fs::create_dir_all(&path).map_err(AgentError::io("create agent folder", &path))?;
+    }
+    let ctx = Arc::new(AgentCtx {
+        client: client.clone(),
+        host: Arc::new(host::RealHost),
+        runtime: Arc::new(runtime::Libcontainer::new(config.data_dir.join("run"))?),
+        images: image::ImageStore::new(config.data_dir.join("images"), &config.registries),
+        reaper: reaper::Reaper::start(),
+        config: config.clone(),
+    });
+    let (registered_tx, mut registered) = watch::channel(false);
+    let heartbeat = tokio::spawn(node::run(client, config.clone(), shutdown.clone(), registered_tx));
+    tracing::info!(node = %config.node_name, "agent waiting for node registration");
+    tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        _ = registered.wait_for(|r| *r) => {}
+    }
+    tracing::info!(node = %config.node_name, dir = %config.data_dir.display(), "agent running pods");
+    pods_loop(ctx, shutdown).await;
+    let _ = heartbeat.await;
+    Ok(())
+}
+
+struct Workers {
+    ctx: Arc<AgentCtx>,
+    running: HashMap<String, (watch::Sender<Option<Value>>, tokio::task::JoinHandle<()>)>,
+}
+
+impl Workers {
+    /// Hands the pod (or its absence) to its worker, starting one if needed.
+    fn update(&mut self, uid: &str, pod: Option<Value>) {
+        self.running.retain(|_, (_, task)| !task.is_finished());
+        if let Some((tx, _)) = self.running.get(uid) {
+            let _ = tx.send(pod);
+            return;
+        }
+        let terminal = pod.as_ref().is_some_and(|p| {
+            let phase = p.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default();
+            (phase == "Succeeded" || phase == "Failed")
+                && p.pointer("/metadata/deletionTimestamp").is_none()
+                && !self.ctx.config.data_dir.join("pods").join(uid).exists()
+        });
+        if terminal {
+            return;
+        }
+        let (tx, rx) = watch::channel(pod);
+        let task = tokio::spawn(pod::run(self.ctx.clone(), uid.to_string(), rx));
+        self.running.insert(uid.to_string(), (tx, task));
+    }
+}
+
+fn uid_of(pod: &Value) -> String {
+    pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+/// List + watch the pods bound to this node and feed the workers.
+async fn pods_loop(ctx: Arc<AgentCtx>, shutdown: CancellationToken) {
+    let selector = format!("fieldSelector=spec.nodeName%3D{}", ctx.config.node_name);
+    let mut workers = Workers { ctx: ctx.clone(), running: HashMap::new() };
+    let mut first = true;
+    loop {
+        let list = match ctx.client.get(&format!("/api/v1/pods?{selector}")).await {
+            Ok(list) => list,
+            Err(err) => {
+                tracing::warn!(error = %err.message, "cannot list this node's pods; retrying");
+                tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(1)) => continue }
+            }
+        };
+        let items = list.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut seen: Vec<String> = Vec::new();
+        for pod in items {
+            let uid = uid_of(&pod);
+            seen.push(uid.clone());
+            workers.update(&uid, Some(pod));
+        }
+        // Pods that went away while we were not watching (or before a restart).
+        let mut gone: Vec<String> = workers.running.keys().filter(|u| !seen.contains(u)).cloned().collect();
+        if first {
+            for entry in std::fs::read_dir(ctx.config.data_dir.join("pods")).into_iter().flatten().flatten() {
+                let uid = entry.file_name().to_string_lossy().into_owned();
+                if !seen.contains(&uid) && !gone.contains(&uid) {
+                    gone.push(uid);
+                }
+            }
+            first = false;
+        }
+        for uid in gone {
+            workers.update(&uid, None);
+        }
+        let rv = list.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+        let uri = format!(
+            "/api/v1/pods?{selector}&watch=true&allowWatchBookmarks=true&resourceVersion={rv}&timeoutSeconds=300"
+        );
+        let mut watch = match ctx.client.watch(&uri).await {
+            Ok(w) => Box::pin(w),
+            Err(err) => {
+                tracing::warn!(error = %err.message, "cannot watch this node's pods; relisting");
+                tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(1)) => continue }
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                event = futures::StreamExt::next(&mut watch) => match event {
+                    Some((kind, pod)) if kind == "ADDED" || kind == "MODIFIED" => workers.update(&uid_of(&pod), Some(pod)),
+                    Some((kind, pod)) if kind == "DELETED" => workers.update(&uid_of(&pod), None),
+                    Some((kind, _)) if kind == "BOOKMARK" => {}
+                    Some(_) | None => break,
+                },
+            }
+        }
+    }
+}
