@@ -73,7 +73,12 @@ ready() {
 start() {
     local pid
     command -v cargo >/dev/null || die "cargo not found in PATH"
+    # Build dependencies (libseccomp-dev) and the local registry serving the
+    # example app's busybox image (nothing is pulled from the internet).
+    "$REPO/scripts/install-test-deps.sh"
     "$REPO/scripts/fetch-clients.sh" >/dev/null
+    "$REPO/scripts/test-registry.sh" start
+    "$REPO/scripts/build-test-images.sh"
 
     echo "run: cargo build --locked"
     (cd "$REPO" && cargo build --locked)

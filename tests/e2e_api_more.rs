@@ -229,12 +229,23 @@ fn watches_and_lists_behind_the_history_window_get_410() {
         cluster.ok(&["create", "configmap", &format!("later-{i}")]);
         // A watch after `first` needs revision first+1: wait until that one is compacted too.
         let next = first + 1;
-        let out = cluster.kubectl(&["get", "--raw", &format!("/api/v1/namespaces/default/configmaps?resourceVersion={next}&resourceVersionMatch=Exact")]);
+        let out = cluster.kubectl(&[
+            "get",
+            "--raw",
+            &format!("/api/v1/namespaces/default/configmaps?resourceVersion={next}&resourceVersionMatch=Exact"),
+        ]);
         String::from_utf8_lossy(&out.stderr).contains("Error from server (Expired)")
     });
-    let watch = cluster.ok(&["get", "--raw", &format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={first}&timeoutSeconds=5")]);
+    let watch = cluster.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={first}&timeoutSeconds=5"),
+    ]);
     let event: serde_json::Value = serde_json::from_str(watch.trim()).expect("one ERROR event");
     assert_eq!(event["type"], "ERROR");
     assert_eq!(event["object"]["code"], 410);
-    assert!(event["object"]["message"].as_str().unwrap().starts_with(&format!("too old resource version: {first} (")), "{event}");
+    assert!(
+        event["object"]["message"].as_str().unwrap().starts_with(&format!("too old resource version: {first} (")),
+        "{event}"
+    );
 }

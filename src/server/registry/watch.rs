@@ -38,7 +38,10 @@ impl ObjectWatch {
             let batch = match self.watcher.next().await? {
                 Ok(batch) => batch,
                 Err(crate::store::StoreError::Compacted { compacted, .. }) => {
-                    return Some(Err(ApiError::expired(format!("too old resource version: {} ({compacted})", self.after))));
+                    return Some(Err(ApiError::expired(format!(
+                        "too old resource version: {} ({compacted})",
+                        self.after
+                    ))));
                 }
                 Err(err) => return Some(Err(store_error(err))),
             };
