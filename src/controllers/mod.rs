@@ -3,9 +3,12 @@
 //! resync repeats; all write through the in-process API client, so they pass
 //! the same authorization, admission and validation as users.
 
+pub mod events;
 pub mod garbage_collector;
 pub mod namespace;
+pub mod objects;
 pub mod queue;
+pub mod replicaset;
 pub mod serviceaccount;
 
 use crate::server::catalog::Catalog;
@@ -27,6 +30,7 @@ pub fn start(ctx: Context, shutdown: CancellationToken) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     tasks.spawn(namespace::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(garbage_collector::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(replicaset::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(serviceaccount::run(ctx, shutdown));
     tasks
 }
