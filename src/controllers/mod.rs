@@ -3,12 +3,15 @@
 //! resync repeats; all write through the in-process API client, so they pass
 //! the same authorization, admission and validation as users.
 
+pub mod deployment;
 pub mod events;
 pub mod garbage_collector;
 pub mod namespace;
 pub mod objects;
 pub mod queue;
 pub mod replicaset;
+pub mod rollout;
+pub mod scheduler;
 pub mod serviceaccount;
 
 use crate::server::catalog::Catalog;
@@ -30,7 +33,9 @@ pub fn start(ctx: Context, shutdown: CancellationToken) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     tasks.spawn(namespace::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(garbage_collector::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(deployment::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(replicaset::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(scheduler::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(serviceaccount::run(ctx, shutdown));
     tasks
 }
