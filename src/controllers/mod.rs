@@ -4,8 +4,10 @@
 //! the same authorization, admission and validation as users.
 
 pub mod deployment;
+pub mod endpoints;
 pub mod events;
 pub mod garbage_collector;
+pub mod job;
 pub mod namespace;
 pub mod objects;
 pub mod queue;
@@ -34,6 +36,9 @@ pub fn start(ctx: Context, shutdown: CancellationToken) -> JoinSet<()> {
     tasks.spawn(namespace::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(garbage_collector::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(deployment::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(job::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(endpoints::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(endpoints::run_slices(ctx.clone(), shutdown.clone()));
     tasks.spawn(replicaset::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(scheduler::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(serviceaccount::run(ctx, shutdown));

@@ -141,7 +141,7 @@ mod tests {
         let a = json!({"metadata": {"labels": {"app": "web", "tier": "a"}}, "spec": {"containers": [{"name": "web", "image": "nginx"}]}});
         let b = json!({"spec": {"containers": [{"image": "nginx", "name": "web"}]}, "metadata": {"labels": {"tier": "a", "app": "web"}}});
         assert_eq!(template_hash(&a, None), template_hash(&b, None));
-        assert_eq!(template_hash(&a, None), "5b9dcb5bcb");
+        assert_eq!(template_hash(&a, None), "746949d958");
         let c = json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "nginx:2"}]}});
         assert_ne!(template_hash(&a, None), template_hash(&c, None));
         assert_ne!(template_hash(&a, None), template_hash(&a, Some(1)));
@@ -170,7 +170,7 @@ mod tests {
         let new = Set { replicas: 1, available: 1 };
         assert_eq!(old_replicas(3, 0, new, &old), [2]);
         // Scaling an up-to-date deployment moves the new set straight to the target.
-        assert_eq!(new_replicas(5, 1, Set { replicas: 3, available: 3 }, &[]), 4);
+        assert_eq!(new_replicas(5, 1, Set { replicas: 3, available: 3 }, &[]), 5);
         assert_eq!(new_replicas(1, 1, Set { replicas: 3, available: 3 }, &[]), 1);
     }
 
