@@ -83,9 +83,11 @@ async fn scale(ctx: &Context, deploy: &Value, rs: &Value, to: i64, revision_to: 
     if let Some(rev) = revision_to {
         annotations[REVISION] = json!(rev.to_string());
     }
-    let unchanged_annotations = annotations.as_object().into_iter().flatten().all(|(k, v)| {
-        rs.pointer(&format!("/metadata/annotations/{}", k.replace('/', "~1"))) == Some(v)
-    });
+    let unchanged_annotations = annotations
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| rs.pointer(&format!("/metadata/annotations/{}", k.replace('/', "~1"))) == Some(v));
     if from == to && unchanged_annotations {
         return Ok(());
     }
@@ -121,7 +123,8 @@ async fn reconcile(ctx: Context, (ns, deploy_name): Key) -> Result<Action, ApiEr
     } else {
         rollout::surge_and_unavailable(deploy.pointer("/spec/strategy/rollingUpdate"), desired)
     };
-    let new_index = sets.iter().position(|rs| without_hash(rs.pointer("/spec/template")) == without_hash(Some(&template)));
+    let new_index =
+        sets.iter().position(|rs| without_hash(rs.pointer("/spec/template")) == without_hash(Some(&template)));
     let max_revision = sets.iter().map(revision).max().unwrap_or(0);
     let paused = deploy.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
     let mut created_new = None;
@@ -155,7 +158,16 @@ async fn reconcile(ctx: Context, (ns, deploy_name): Key) -> Result<Action, ApiEr
                         tracing::info!(deployment = %deploy_name, namespace = %ns, replicaset = %name(&created), "created a new replica set");
                         if target_new > 0 {
                             let message = format!("Scaled up replica set {} from 0 to {target_new}", name(&created));
-                            events::record(&ctx, COMPONENT, &deploy, ("apps/v1", "Deployment"), NORMAL, "ScalingReplicaSet", &message).await;
+                            events::record(
+                                &ctx,
+                                COMPONENT,
+                                &deploy,
+                                ("apps/v1", "Deployment"),
+                                NORMAL,
+                                "ScalingReplicaSet",
+                                &message,
+                            )
+                            .await;
                         }
                         created_new = Some(name(&created).to_string());
                         created
@@ -163,7 +175,8 @@ async fn reconcile(ctx: Context, (ns, deploy_name): Key) -> Result<Action, ApiEr
                     Err(err) if err.code == 409 => {
                         // A set of that name with another template: count the collision and retry.
                         let count = collisions.unwrap_or(0) + 1;
-                        let status_path = objects::path(&ctx, DEPLOYMENTS, Some(&ns), Some(&deploy_name), Some("status"))?;
+                        let status_path =
+                            objects::path(&ctx, DEPLOYMENTS, Some(&ns), Some(&deploy_name), Some("status"))?;
                         ctx.client.merge_patch(&status_path, json!({"status": {"collisionCount": count}})).await?;
                         return Ok(Action::RequeueAfter(Duration::from_millis(100)));
                     }
@@ -171,7 +184,8 @@ async fn reconcile(ctx: Context, (ns, deploy_name): Key) -> Result<Action, ApiEr
                 }
             }
         };
-        let new_set = Set { replicas: target_new, available: int_at(&new_rs, "/status/availableReplicas").unwrap_or(0) };
+        let new_set =
+            Set { replicas: target_new, available: int_at(&new_rs, "/status/availableReplicas").unwrap_or(0) };
         let old_targets = if strategy == "Recreate" {
             vec![0; olds.len()]
         } else {
@@ -241,22 +255,56 @@ fn deployment_status(
     let sum = |pointer: &str| -> i64 { sets.iter().map(|rs| int_at(rs, pointer).unwrap_or(0)).sum() };
     let new = sets.iter().find(|rs| name(rs) == new_name);
     let updated = new.and_then(|rs| int_at(rs, "/status/replicas")).unwrap_or(0);
-    let (replicas, ready, available) = (sum("/status/replicas"), sum("/status/readyReplicas"), sum("/status/availableReplicas"));
+    let (replicas, ready, available) =
+        (sum("/status/replicas"), sum("/status/readyReplicas"), sum("/status/availableReplicas"));
     let mut conditions: Vec<Value> =
         deploy.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
     if available >= desired - max_unavailable {
-        set_condition(&mut conditions, "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.");
+        set_condition(
+            &mut conditions,
+            "Available",
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.",
+        );
     } else {
-        set_condition(&mut conditions, "Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.");
+        set_condition(
+            &mut conditions,
+            "Available",
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.",
+        );
     }
-    let complete = updated == desired && replicas == desired && available >= desired
-        && new.and_then(|rs| int_at(rs, "/status/observedGeneration")) >= new.and_then(|rs| int_at(rs, "/metadata/generation"));
+    let complete = updated == desired
+        && replicas == desired
+        && available >= desired
+        && new.and_then(|rs| int_at(rs, "/status/observedGeneration"))
+            >= new.and_then(|rs| int_at(rs, "/metadata/generation"));
     if complete {
-        set_condition(&mut conditions, "Progressing", "True", "NewReplicaSetAvailable", &format!("ReplicaSet \"{new_name}\" has successfully progressed."));
+        set_condition(
+            &mut conditions,
+            "Progressing",
+            "True",
+            "NewReplicaSetAvailable",
+            &format!("ReplicaSet \"{new_name}\" has successfully progressed."),
+        );
     } else if created_new {
-        set_condition(&mut conditions, "Progressing", "True", "NewReplicaSetCreated", &format!("Created new replica set \"{new_name}\""));
+        set_condition(
+            &mut conditions,
+            "Progressing",
+            "True",
+            "NewReplicaSetCreated",
+            &format!("Created new replica set \"{new_name}\""),
+        );
     } else {
-        set_condition(&mut conditions, "Progressing", "True", "ReplicaSetUpdated", &format!("ReplicaSet \"{new_name}\" is progressing."));
+        set_condition(
+            &mut conditions,
+            "Progressing",
+            "True",
+            "ReplicaSetUpdated",
+            &format!("ReplicaSet \"{new_name}\" is progressing."),
+        );
     }
     conditions.sort_by_key(|c| c.get("type").and_then(Value::as_str) != Some("Available"));
     let mut status = json!({

@@ -154,7 +154,8 @@ async fn reconcile(ctx: Context, (ns, svc_name): Key) -> Result<Action, ApiError
             }
         }
         Some(current) => {
-            if current.get("subsets").cloned().unwrap_or(json!([])) == desired.get("subsets").cloned().unwrap_or(json!([]))
+            if current.get("subsets").cloned().unwrap_or(json!([]))
+                == desired.get("subsets").cloned().unwrap_or(json!([]))
                 && current.pointer("/metadata/labels") == desired.pointer("/metadata/labels")
             {
                 return Ok(Action::Done);
@@ -289,7 +290,8 @@ mod tests {
 
     #[test]
     fn slices_list_endpoints_with_conditions() {
-        let slices = slices(&service(), &[pod("a", "10.42.0.5", true), pod("b", "10.42.0.6", false)]).unwrap_or_default();
+        let slices =
+            slices(&service(), &[pod("a", "10.42.0.5", true), pod("b", "10.42.0.6", false)]).unwrap_or_default();
         assert_eq!(slices.len(), 1);
         assert_eq!(slices[0]["endpoints"][1]["conditions"]["ready"], false);
         assert_eq!(slices[0]["ports"][0]["port"], 8080);

@@ -34,7 +34,10 @@ pub enum Next {
     /// Keep this many pods active.
     Run(i64),
     Complete,
-    Fail { reason: &'static str, message: &'static str },
+    Fail {
+        reason: &'static str,
+        message: &'static str,
+    },
 }
 
 /// The pure decision of one sync.

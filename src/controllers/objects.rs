@@ -116,7 +116,9 @@ pub async fn claim(
                         .unwrap_or_default();
                     let patch = json!({"metadata": {"ownerReferences": refs,
                         "resourceVersion": str_at(&obj, "/metadata/resourceVersion")}});
-                    ignore_gone(ctx.client.merge_patch(&path(ctx, gvr, Some(ns), Some(name(&obj)), None)?, patch).await)?;
+                    ignore_gone(
+                        ctx.client.merge_patch(&path(ctx, gvr, Some(ns), Some(name(&obj)), None)?, patch).await,
+                    )?;
                 }
             }
             Some(_) => {}

@@ -6,8 +6,8 @@
 use super::Context;
 use crate::server::client;
 use crate::server::error::ApiError;
-use futures::stream::{BoxStream, SelectAll};
 use futures::StreamExt;
+use futures::stream::{BoxStream, SelectAll};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -79,7 +79,10 @@ pub async fn run<F, Fut>(
 type Events = BoxStream<'static, (Option<fn(&Value) -> Vec<Wake>>, String, Value)>;
 
 /// Opens the watches: the primary one (no mapper) and every secondary one.
-async fn watch_all(ctx: &Context, collections: &[(String, Option<fn(&Value) -> Vec<Wake>>)]) -> Result<SelectAll<Events>, ApiError> {
+async fn watch_all(
+    ctx: &Context,
+    collections: &[(String, Option<fn(&Value) -> Vec<Wake>>)],
+) -> Result<SelectAll<Events>, ApiError> {
     let mut all = SelectAll::new();
     for (collection, wakes) in collections {
         let wakes = *wakes;

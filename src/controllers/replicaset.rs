@@ -101,8 +101,16 @@ async fn reconcile(ctx: Context, (ns, rs_name): Key) -> Result<Action, ApiError>
             match ctx.client.create(&pods_path, pod).await {
                 Ok(created) => {
                     let message = format!("Created pod: {}", name(&created));
-                    events::record(&ctx, COMPONENT, &rs, ("apps/v1", "ReplicaSet"), NORMAL, "SuccessfulCreate", &message)
-                        .await;
+                    events::record(
+                        &ctx,
+                        COMPONENT,
+                        &rs,
+                        ("apps/v1", "ReplicaSet"),
+                        NORMAL,
+                        "SuccessfulCreate",
+                        &message,
+                    )
+                    .await;
                 }
                 Err(err) => {
                     let message = format!("Error creating: {}", err.message);
@@ -177,7 +185,10 @@ mod tests {
         labeled["metadata"]["labels"]["tier"] = json!("a");
         let pods = vec![labeled, pod("b", "n1", "Running", false, "2024-01-01T00:00:00Z")];
         let status = status_of(&rs, &pods, jiff::Timestamp::now());
-        assert_eq!(status, json!({"replicas": 2, "fullyLabeledReplicas": 1, "readyReplicas": 1, "availableReplicas": 1, "observedGeneration": 3}));
+        assert_eq!(
+            status,
+            json!({"replicas": 2, "fullyLabeledReplicas": 1, "readyReplicas": 1, "availableReplicas": 1, "observedGeneration": 3})
+        );
     }
 
     #[test]

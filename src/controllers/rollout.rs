@@ -121,7 +121,8 @@ pub fn old_replicas(desired: i64, unavailable: i64, new: Set, olds: &[Set]) -> V
         budget -= unhealthy;
     }
     // Then available ones, as long as enough stay available.
-    let available: i64 = new.available + sizes.iter().zip(olds).map(|(size, set)| set.available.min(*size)).sum::<i64>();
+    let available: i64 =
+        new.available + sizes.iter().zip(olds).map(|(size, set)| set.available.min(*size)).sum::<i64>();
     let mut scale_down = (available - min_available).max(0);
     for size in sizes.iter_mut() {
         let step = (*size).min(scale_down);

@@ -72,7 +72,9 @@ fn node_unschedulable(pod: &Value, info: &NodeInfo) -> Result<(), String> {
 
 fn node_name(pod: &Value, info: &NodeInfo) -> Result<(), String> {
     match pod.pointer("/spec/nodeName").and_then(Value::as_str) {
-        Some(name) if !name.is_empty() && name != info.name() => Err("node(s) didn't match the requested node name".into()),
+        Some(name) if !name.is_empty() && name != info.name() => {
+            Err("node(s) didn't match the requested node name".into())
+        }
         _ => Ok(()),
     }
 }
@@ -102,12 +104,10 @@ pub fn tolerates(toleration: &Value, taint: &Value) -> bool {
 /// The node's taints, plus `node.kubernetes.io/not-ready` for a node that is not Ready.
 pub fn taints(node: &Value) -> Vec<Value> {
     let mut taints = node.pointer("/spec/taints").and_then(Value::as_array).cloned().unwrap_or_default();
-    let ready = node
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .any(|c| c.get("type").and_then(Value::as_str) == Some("Ready") && c.get("status").and_then(Value::as_str) == Some("True"));
+    let ready = node.pointer("/status/conditions").and_then(Value::as_array).into_iter().flatten().any(|c| {
+        c.get("type").and_then(Value::as_str) == Some("Ready")
+            && c.get("status").and_then(Value::as_str) == Some("True")
+    });
     let listed = taints.iter().any(|t| t.get("key").and_then(Value::as_str) == Some("node.kubernetes.io/not-ready"));
     if !ready && !listed {
         taints.push(serde_json::json!({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}));
@@ -133,7 +133,9 @@ fn taint_toleration(pod: &Value, info: &NodeInfo) -> Result<(), String> {
 
 /// One nodeSelectorTerm's match expressions / fields against a node.
 fn term_matches(term: &Value, node: &Value) -> bool {
-    let label = |key: &str| node.pointer("/metadata/labels").and_then(|l| l.get(key)).and_then(Value::as_str).map(str::to_string);
+    let label = |key: &str| {
+        node.pointer("/metadata/labels").and_then(|l| l.get(key)).and_then(Value::as_str).map(str::to_string)
+    };
     let field = |key: &str| match key {
         "metadata.name" => node.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string),
         _ => None,
@@ -172,7 +174,8 @@ fn node_affinity(pod: &Value, info: &NodeInfo) -> Result<(), String> {
             }
         }
     }
-    let required = pod.pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms");
+    let required =
+        pod.pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms");
     if let Some(terms) = required.and_then(Value::as_array)
         && !terms.iter().any(|term| term_matches(term, &info.node))
     {
@@ -235,7 +238,8 @@ fn least_allocated(pod: &Value, info: &NodeInfo, _all: &[NodeInfo]) -> i64 {
         .iter()
         .map(|resource| {
             let capacity = allocatable(&info.node, resource);
-            let used: i128 = info.pods.iter().map(|p| scoring_request(p, resource)).sum::<i128>() + scoring_request(pod, resource);
+            let used: i128 =
+                info.pods.iter().map(|p| scoring_request(p, resource)).sum::<i128>() + scoring_request(pod, resource);
             if capacity == 0 || used > capacity { 0 } else { ((capacity - used) * 100 / capacity) as i64 }
         })
         .collect();
@@ -287,9 +291,11 @@ mod tests {
 
     #[test]
     fn required_node_affinity_terms_are_ored() {
-        let p = pod(json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        let p = pod(
+            json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
             {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
-            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n3"]}]}]}}}}));
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n3"]}]}]}}}}),
+        );
         assert!(node_affinity(&p, &node("n1", json!({"zone": "a"}), "1")).is_ok());
         assert!(node_affinity(&p, &node("n2", json!({"zone": "b"}), "1")).is_err());
         assert!(node_affinity(&p, &node("n3", json!({}), "1")).is_ok());
@@ -301,7 +307,9 @@ mod tests {
         tainted.node["spec"] = json!({"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]});
         let plain = pod(json!({}));
         assert_eq!(taint_toleration(&plain, &tainted), Err("node(s) had untolerated taint {dedicated: db}".into()));
-        let tolerant = pod(json!({"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]}));
+        let tolerant = pod(
+            json!({"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]}),
+        );
         assert!(taint_toleration(&tolerant, &tainted).is_ok());
         let mut not_ready = node("n2", json!({}), "1");
         not_ready.node["status"]["conditions"] = json!([{"type": "Ready", "status": "False"}]);

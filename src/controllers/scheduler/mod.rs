@@ -49,7 +49,9 @@ async fn reconcile(ctx: Context, (ns, pod_name): Key) -> Result<Action, ApiError
         .map(|node| {
             let assigned = pods
                 .iter()
-                .filter(|p| str_at(p, "/spec/nodeName") == name(&node) && !matches!(objects::phase(p), "Succeeded" | "Failed"))
+                .filter(|p| {
+                    str_at(p, "/spec/nodeName") == name(&node) && !matches!(objects::phase(p), "Succeeded" | "Failed")
+                })
                 .cloned()
                 .collect();
             NodeInfo { node, pods: assigned }
@@ -77,8 +79,12 @@ async fn bind(ctx: &Context, pod: &Value, node: &str) -> Result<(), ApiError> {
         Err(err) => return Err(err),
     }
     tracing::info!(pod = %name(pod), namespace = %ns, node, "bound a pod");
-    set_scheduled(ctx, pod, json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
-        "lastTransitionTime": objects::now()}))
+    set_scheduled(
+        ctx,
+        pod,
+        json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+        "lastTransitionTime": objects::now()}),
+    )
     .await?;
     let message = format!("Successfully assigned {ns}/{} to {node}", name(pod));
     events::record(ctx, COMPONENT, pod, ("v1", "Pod"), NORMAL, "Scheduled", &message).await;
@@ -91,8 +97,12 @@ async fn unschedulable(ctx: &Context, pod: &Value, message: &str) -> Result<(), 
         return Ok(());
     }
     tracing::info!(pod = %name(pod), namespace = %str_at(pod, "/metadata/namespace"), message, "pod is unschedulable");
-    set_scheduled(ctx, pod, json!({"type": "PodScheduled", "status": "False", "lastProbeTime": null,
-        "lastTransitionTime": objects::now(), "reason": "Unschedulable", "message": message}))
+    set_scheduled(
+        ctx,
+        pod,
+        json!({"type": "PodScheduled", "status": "False", "lastProbeTime": null,
+        "lastTransitionTime": objects::now(), "reason": "Unschedulable", "message": message}),
+    )
     .await?;
     events::record(ctx, COMPONENT, pod, ("v1", "Pod"), WARNING, "FailedScheduling", message).await;
     Ok(())

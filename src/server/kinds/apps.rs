@@ -92,7 +92,11 @@ impl Workload {
         if let Workload::Deployment = self {
             let strategy = obj.pointer("/spec/strategy/type").and_then(Value::as_str).unwrap_or("RollingUpdate");
             if !["RollingUpdate", "Recreate"].contains(&strategy) {
-                errors.push(FieldError::not_supported("spec.strategy.type", &json!(strategy), &["Recreate", "RollingUpdate"]));
+                errors.push(FieldError::not_supported(
+                    "spec.strategy.type",
+                    &json!(strategy),
+                    &["Recreate", "RollingUpdate"],
+                ));
             }
             if strategy == "Recreate" && obj.pointer("/spec/strategy/rollingUpdate").is_some_and(|r| !r.is_null()) {
                 errors.push(FieldError::forbidden(
@@ -188,7 +192,10 @@ mod tests {
         let mut obj = deployment(json!({"matchLabels": {"app": "web"}}), json!({"app": "web"}));
         Workload::Deployment.default(&mut obj);
         assert_eq!(obj["spec"]["replicas"], 1);
-        assert_eq!(obj["spec"]["strategy"], json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}));
+        assert_eq!(
+            obj["spec"]["strategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+        );
         assert_eq!(obj["spec"]["revisionHistoryLimit"], 10);
         assert_eq!(obj["spec"]["progressDeadlineSeconds"], 600);
         assert_eq!(obj["spec"]["template"]["spec"]["restartPolicy"], "Always");
@@ -214,7 +221,10 @@ mod tests {
         let old = deployment(json!({"matchLabels": {"app": "web"}}), json!({"app": "web", "v": "2"}));
         let new = deployment(json!({"matchLabels": {"v": "2"}}), json!({"app": "web", "v": "2"}));
         let errors = Workload::ReplicaSet.validate_update(&new, &old, Subresource::Main);
-        assert!(errors.iter().any(|e| e.field == "spec.selector" && e.message.ends_with("field is immutable")), "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.field == "spec.selector" && e.message.ends_with("field is immutable")),
+            "{errors:?}"
+        );
     }
 
     #[test]

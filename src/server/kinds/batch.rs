@@ -77,7 +77,11 @@ fn validate_job_spec(job: &Value) -> Vec<FieldError> {
     }
     let restart = job.pointer("/spec/template/spec/restartPolicy").and_then(Value::as_str).unwrap_or_default();
     if !["OnFailure", "Never"].contains(&restart) {
-        errors.push(FieldError::not_supported("spec.template.spec.restartPolicy", &json!(restart), &["OnFailure", "Never"]));
+        errors.push(FieldError::not_supported(
+            "spec.template.spec.restartPolicy",
+            &json!(restart),
+            &["OnFailure", "Never"],
+        ));
     }
     errors
 }
@@ -172,7 +176,11 @@ fn validate_cronjob(obj: &Value) -> Vec<FieldError> {
     }
     let policy = obj.pointer("/spec/concurrencyPolicy").and_then(Value::as_str).unwrap_or("Allow");
     if !["Allow", "Forbid", "Replace"].contains(&policy) {
-        errors.push(FieldError::not_supported("spec.concurrencyPolicy", &json!(policy), &["Allow", "Forbid", "Replace"]));
+        errors.push(FieldError::not_supported(
+            "spec.concurrencyPolicy",
+            &json!(policy),
+            &["Allow", "Forbid", "Replace"],
+        ));
     }
     errors.extend(validate_containers(
         obj.pointer("/spec/jobTemplate/spec/template/spec"),
@@ -205,7 +213,10 @@ mod tests {
         JobStrategy.default(&mut obj);
         JobStrategy.prepare_for_create(&mut obj);
         let spec = &obj["spec"];
-        assert_eq!((spec["completions"].clone(), spec["parallelism"].clone(), spec["backoffLimit"].clone()), (json!(1), json!(1), json!(6)));
+        assert_eq!(
+            (spec["completions"].clone(), spec["parallelism"].clone(), spec["backoffLimit"].clone()),
+            (json!(1), json!(1), json!(6))
+        );
         assert_eq!(spec["completionMode"], "NonIndexed");
         assert_eq!(spec["podReplacementPolicy"], "TerminatingOrFailed");
         assert_eq!(spec["selector"], json!({"matchLabels": {CONTROLLER_UID: "u-1"}}));
