@@ -3,6 +3,8 @@
 //! resync repeats; all write through the in-process API client, so they pass
 //! the same authorization, admission and validation as users.
 
+pub mod cron;
+pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
 pub mod events;
@@ -37,6 +39,7 @@ pub fn start(ctx: Context, shutdown: CancellationToken) -> JoinSet<()> {
     tasks.spawn(garbage_collector::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(deployment::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(job::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(cronjob::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(endpoints::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(endpoints::run_slices(ctx.clone(), shutdown.clone()));
     tasks.spawn(replicaset::run(ctx.clone(), shutdown.clone()));

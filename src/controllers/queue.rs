@@ -76,13 +76,12 @@ pub async fn run<F, Fut>(
     run_with(ctx, shutdown, name, gvr, &[], resync, reconcile).await;
 }
 
-type Events = BoxStream<'static, (Option<fn(&Value) -> Vec<Wake>>, String, Value)>;
+/// How a secondary resource's objects map to primary keys (`None` for the primary).
+type Mapper = Option<fn(&Value) -> Vec<Wake>>;
+type Events = BoxStream<'static, (Mapper, String, Value)>;
 
 /// Opens the watches: the primary one (no mapper) and every secondary one.
-async fn watch_all(
-    ctx: &Context,
-    collections: &[(String, Option<fn(&Value) -> Vec<Wake>>)],
-) -> Result<SelectAll<Events>, ApiError> {
+async fn watch_all(ctx: &Context, collections: &[(String, Mapper)]) -> Result<SelectAll<Events>, ApiError> {
     let mut all = SelectAll::new();
     for (collection, wakes) in collections {
         let wakes = *wakes;

@@ -166,7 +166,7 @@ mod tests {
 
     #[test]
     fn unscheduled_pending_and_unready_pods_go_first() {
-        let mut pods = vec![
+        let mut pods = [
             pod("ready-old", "n1", "Running", true, "2024-01-01T00:00:00Z"),
             pod("ready-new", "n1", "Running", true, "2024-01-02T00:00:00Z"),
             pod("unready", "n1", "Running", false, "2024-01-01T00:00:00Z"),
