@@ -137,7 +137,7 @@ async fn reconcile(ctx: Context, (ns, deploy_name): Key) -> Result<Action, ApiEr
         let new_set = new.as_ref().map(set_of).unwrap_or(Set { replicas: 0, available: 0 });
         // Recreate: the old pods must all be gone before the new set grows.
         let target_new = if strategy == "Recreate" {
-            if old_sets.iter().any(|s| s.replicas > 0) || old_active > 0 { new_set.replicas.min(0) } else { desired }
+            if old_sets.iter().any(|s| s.replicas > 0) || old_active > 0 { 0 } else { desired }
         } else {
             rollout::new_replicas(desired, surge, new_set, &old_sets)
         };
@@ -213,7 +213,8 @@ async fn reconcile(ctx: Context, (ns, deploy_name): Key) -> Result<Action, ApiEr
             .map(|rs| str_at(rs, &format!("/metadata/labels/{HASH_LABEL}")).to_string())
             .unwrap_or_default()
     );
-    let status = deployment_status(&deploy, &owned, &new_name, desired, unavailable, created_new.is_some());
+    let (status, recheck) =
+        deployment_status(&deploy, &owned, &new_name, desired, unavailable, created_new.is_some(), jiff::Timestamp::now());
     if let Some(rev) = owned.iter().find(|rs| name(rs) == new_name).map(revision) {
         let key = format!("/metadata/annotations/{}", REVISION.replace('/', "~1"));
         if str_at(&deploy, &key) != rev.to_string() {
@@ -223,7 +224,7 @@ async fn reconcile(ctx: Context, (ns, deploy_name): Key) -> Result<Action, ApiEr
         }
     }
     write_status(&ctx, DEPLOYMENTS, &deploy, status).await?;
-    Ok(Action::Done)
+    Ok(recheck.map_or(Action::Done, Action::RequeueAfter))
 }
 
 /// Deletes old, empty sets beyond `revisionHistoryLimit` (oldest first).
@@ -251,7 +252,9 @@ fn deployment_status(
     desired: i64,
     max_unavailable: i64,
     created_new: bool,
-) -> Value {
+    now: jiff::Timestamp,
+) -> (Value, Option<Duration>) {
+    let mut recheck = None;
     let sum = |pointer: &str| -> i64 { sets.iter().map(|rs| int_at(rs, pointer).unwrap_or(0)).sum() };
     let new = sets.iter().find(|rs| name(rs) == new_name);
     let updated = new.and_then(|rs| int_at(rs, "/status/replicas")).unwrap_or(0);
@@ -298,13 +301,40 @@ fn deployment_status(
             &format!("Created new replica set \"{new_name}\""),
         );
     } else {
-        set_condition(
-            &mut conditions,
-            "Progressing",
-            "True",
-            "ReplicaSetUpdated",
-            &format!("ReplicaSet \"{new_name}\" is progressing."),
-        );
+        let moved = ["replicas", "updatedReplicas", "readyReplicas", "availableReplicas"]
+            .iter()
+            .zip([replicas, updated, ready, available])
+            .any(|(field, value)| int_at(deploy, &format!("/status/{field}")).unwrap_or(0) != value);
+        let progressing = objects::condition(deploy, "Progressing").cloned();
+        let last_update = progressing
+            .as_ref()
+            .and_then(|c| c.get("lastUpdateTime"))
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        let deadline = int_at(deploy, "/spec/progressDeadlineSeconds");
+        let waited = last_update.map(|t| now.as_second() - t.as_second());
+        if !moved && matches!((deadline, waited), (Some(d), Some(w)) if w > d) {
+            set_condition(
+                &mut conditions,
+                "Progressing",
+                "False",
+                "ProgressDeadlineExceeded",
+                &format!("ReplicaSet \"{new_name}\" has timed out progressing."),
+            );
+        } else {
+            set_condition(
+                &mut conditions,
+                "Progressing",
+                "True",
+                "ReplicaSetUpdated",
+                &format!("ReplicaSet \"{new_name}\" is progressing."),
+            );
+            if moved {
+                touch(&mut conditions, "Progressing", now);
+            }
+            let since = if moved { 0 } else { waited.unwrap_or(0) };
+            recheck = deadline.map(|d| Duration::from_secs((d - since).max(0) as u64 + 1));
+        }
     }
     conditions.sort_by_key(|c| c.get("type").and_then(Value::as_str) != Some("Available"));
     let mut status = json!({
@@ -316,7 +346,14 @@ fn deployment_status(
     if let Some(count) = int_at(deploy, "/status/collisionCount") {
         status["collisionCount"] = json!(count);
     }
-    status
+    (status, recheck)
+}
+
+/// Marks progress: the condition's lastUpdateTime becomes `now`.
+fn touch(conditions: &mut [Value], kind: &str, now: jiff::Timestamp) {
+    if let Some(c) = conditions.iter_mut().find(|c| c.get("type").and_then(Value::as_str) == Some(kind)) {
+        c["lastUpdateTime"] = json!(now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+    }
 }
 
 #[cfg(test)]
@@ -341,11 +378,28 @@ mod tests {
     fn status_reports_a_complete_rollout() {
         let deploy = json!({"metadata": {"generation": 2}, "spec": {"replicas": 2}});
         let rs = json!({"metadata": {"name": "web-abc", "generation": 1}, "status": {"replicas": 2, "readyReplicas": 2, "availableReplicas": 2, "observedGeneration": 1}});
-        let status = deployment_status(&deploy, &[rs], "web-abc", 2, 0, false);
+        let (status, recheck) = deployment_status(&deploy, &[rs], "web-abc", 2, 0, false, jiff::Timestamp::now());
+        assert_eq!(recheck, None);
         assert_eq!(status["updatedReplicas"], 2);
         assert_eq!(status["observedGeneration"], 2);
         assert_eq!(status["conditions"][0]["type"], "Available");
         assert_eq!(status["conditions"][1]["reason"], "NewReplicaSetAvailable");
         assert_eq!(status["conditions"][1]["message"], "ReplicaSet \"web-abc\" has successfully progressed.");
+    }
+
+    #[test]
+    fn a_stuck_rollout_exceeds_its_progress_deadline() {
+        let at = |s: &str| s.parse::<jiff::Timestamp>().unwrap_or_else(|e| panic!("{e}"));
+        let rs = json!({"metadata": {"name": "web-abc"}, "status": {"replicas": 1, "availableReplicas": 0}});
+        let deploy = json!({"metadata": {"generation": 1}, "spec": {"replicas": 1, "progressDeadlineSeconds": 600},
+            "status": {"replicas": 1, "updatedReplicas": 1, "conditions": [{"type": "Progressing", "status": "True",
+                "reason": "ReplicaSetUpdated", "lastUpdateTime": "2024-01-01T00:00:00Z", "lastTransitionTime": "2024-01-01T00:00:00Z"}]}});
+        let sets = [rs];
+        let (status, recheck) = deployment_status(&deploy, &sets, "web-abc", 1, 0, false, at("2024-01-01T00:05:00Z"));
+        assert_eq!(status["conditions"][1]["reason"], "ReplicaSetUpdated");
+        assert_eq!(recheck, Some(Duration::from_secs(301)));
+        let (status, _) = deployment_status(&deploy, &sets, "web-abc", 1, 0, false, at("2024-01-01T00:10:01Z"));
+        assert_eq!(status["conditions"][1]["reason"], "ProgressDeadlineExceeded");
+        assert_eq!(status["conditions"][1]["status"], "False");
     }
 }
