@@ -213,8 +213,15 @@ async fn reconcile(ctx: Context, (ns, deploy_name): Key) -> Result<Action, ApiEr
             .map(|rs| str_at(rs, &format!("/metadata/labels/{HASH_LABEL}")).to_string())
             .unwrap_or_default()
     );
-    let (status, recheck) =
-        deployment_status(&deploy, &owned, &new_name, desired, unavailable, created_new.is_some(), jiff::Timestamp::now());
+    let (status, recheck) = deployment_status(
+        &deploy,
+        &owned,
+        &new_name,
+        desired,
+        unavailable,
+        created_new.is_some(),
+        jiff::Timestamp::now(),
+    );
     if let Some(rev) = owned.iter().find(|rs| name(rs) == new_name).map(revision) {
         let key = format!("/metadata/annotations/{}", REVISION.replace('/', "~1"));
         if str_at(&deploy, &key) != rev.to_string() {

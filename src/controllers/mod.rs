@@ -5,18 +5,21 @@
 
 pub mod cron;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod events;
 pub mod garbage_collector;
 pub mod job;
 pub mod namespace;
+pub mod nodelifecycle;
 pub mod objects;
 pub mod queue;
 pub mod replicaset;
 pub mod rollout;
 pub mod scheduler;
 pub mod serviceaccount;
+pub mod statefulset;
 
 use crate::server::catalog::Catalog;
 use crate::server::client::Client;
@@ -44,6 +47,9 @@ pub fn start(ctx: Context, shutdown: CancellationToken) -> JoinSet<()> {
     tasks.spawn(endpoints::run_slices(ctx.clone(), shutdown.clone()));
     tasks.spawn(replicaset::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(scheduler::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(daemonset::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(nodelifecycle::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(statefulset::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(serviceaccount::run(ctx, shutdown));
     tasks
 }
