@@ -9,23 +9,83 @@ use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const NODES: &str = r#"
+/// A fake node: Ready, with allocatable resources, last heard of now.
+fn node_yaml(name: &str, labels: &str) -> String {
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ");
+    format!(
+        r#"
 apiVersion: v1
 kind: Node
-metadata: {name: node-a, labels: {kubernetes.io/hostname: node-a, disk: hdd}}
+metadata: {{name: {name}, labels: {{kubernetes.io/hostname: {name}, {labels}}}}}
 status:
-  capacity: {cpu: "4", memory: 8Gi, pods: "110"}
-  allocatable: {cpu: "4", memory: 8Gi, pods: "110"}
-  conditions: [{type: Ready, status: "True", reason: KubeletReady, message: kubelet is posting ready status}]
----
-apiVersion: v1
-kind: Node
-metadata: {name: node-b, labels: {kubernetes.io/hostname: node-b, disk: hdd}}
-status:
-  capacity: {cpu: "4", memory: 8Gi, pods: "110"}
-  allocatable: {cpu: "4", memory: 8Gi, pods: "110"}
-  conditions: [{type: Ready, status: "True", reason: KubeletReady, message: kubelet is posting ready status}]
-"#;
+  capacity: {{cpu: "4", memory: 8Gi, pods: "110"}}
+  allocatable: {{cpu: "4", memory: 8Gi, pods: "110"}}
+  conditions:
+  - {{type: Ready, status: "True", reason: KubeletReady, message: kubelet is posting ready status, lastHeartbeatTime: "{now}"}}
+"#
+    )
+}
+
+/// Plays the kubelets' heartbeats: renews each node's Lease every 2 s until dropped.
+struct Heartbeats {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeats {
+    /// Creates the nodes (`name`, `labels`) and starts renewing their leases.
+    fn start(cluster: &Cluster, nodes: &[(&str, &str)]) -> Heartbeats {
+        for (name, labels) in nodes {
+            let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &node_yaml(name, labels));
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let names: Vec<String> = nodes.iter().map(|(n, _)| n.to_string()).collect();
+        let (kubeconfig, home) = (cluster.kubeconfig.clone(), cluster.dir.path().to_path_buf());
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S.%6fZ");
+                let leases: Vec<String> = names
+                    .iter()
+                    .map(|n| format!("apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {{name: {n}, namespace: kube-node-lease}}\nspec: {{holderIdentity: {n}, leaseDurationSeconds: 40, renewTime: \"{now}\"}}\n"))
+                    .collect();
+                let mut child = Command::new(common::client("kubectl"))
+                    .args(["apply", "-f", "-"])
+                    .env("KUBECONFIG", &kubeconfig)
+                    .env("HOME", &home)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("run kubectl");
+                if let Some(mut stdin) = child.stdin.take() {
+                    use std::io::Write;
+                    let _ = stdin.write_all(leases.join("---\n").as_bytes());
+                }
+                let _ = child.wait();
+                for _ in 0..20 {
+                    if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        });
+        Heartbeats { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Heartbeats {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+const NODES: &[(&str, &str)] = &[("node-a", "disk: hdd"), ("node-b", "disk: hdd")];
 
 const DEPLOYMENT: &str = r#"
 apiVersion: apps/v1
@@ -51,6 +111,7 @@ fn eventually<T>(cluster: &Cluster, what: &str, timeout: Duration, mut check: im
             return value;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", cluster.log_tail());
+        // (The caller's last observation is in its closure; the log tail shows the controllers' view.)
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -157,7 +218,7 @@ fn image_of_pods(pods: &[Value]) -> Vec<String> {
 #[test]
 fn deployment_scales_rolls_out_rolls_back_and_is_collected() {
     let cluster = Cluster::start();
-    assert!(cluster.kubectl_stdin(&["apply", "-f", "-"], NODES).status.success());
+    let _kubelets = Heartbeats::start(&cluster, NODES);
     let out = cluster.kubectl_stdin(&["apply", "-f", "-"], DEPLOYMENT);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
@@ -246,7 +307,7 @@ fn deployment_scales_rolls_out_rolls_back_and_is_collected() {
 #[test]
 fn node_selector_keeps_a_pod_pending_until_a_node_matches() {
     let cluster = Cluster::start();
-    assert!(cluster.kubectl_stdin(&["apply", "-f", "-"], NODES).status.success());
+    let _kubelets = Heartbeats::start(&cluster, NODES);
     let pod = r#"
 apiVersion: v1
 kind: Pod
@@ -287,7 +348,7 @@ spec:
 #[test]
 fn job_completes_when_its_pod_succeeds() {
     let cluster = Cluster::start();
-    assert!(cluster.kubectl_stdin(&["apply", "-f", "-"], NODES).status.success());
+    let _kubelets = Heartbeats::start(&cluster, NODES);
     let job = r#"
 apiVersion: batch/v1
 kind: Job
@@ -327,7 +388,7 @@ spec:
 #[test]
 fn endpoints_list_ready_pod_ips() {
     let cluster = Cluster::start();
-    assert!(cluster.kubectl_stdin(&["apply", "-f", "-"], NODES).status.success());
+    let _kubelets = Heartbeats::start(&cluster, NODES);
     let manifests = r#"
 apiVersion: v1
 kind: Service
@@ -425,4 +486,212 @@ spec:
         r#"{"spec":{"selector":{"matchLabels":{"app":"x"}},"template":{"metadata":{"labels":{"app":"x"}}}}}"#,
     ]);
     assert!(err.contains("field is immutable"), "{err}");
+}
+
+#[test]
+fn statefulset_creates_pods_in_order_and_scales_down_from_the_top() {
+    let cluster = Cluster::start();
+    let _kubelets = Heartbeats::start(&cluster, NODES);
+    let sts = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 3
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers: [{name: db, image: 127.0.0.1:5000/busybox:1}]
+"#;
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], sts);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut ip = 100;
+    for i in 0..3 {
+        let pod_name = format!("db-{i}");
+        // The controller has seen exactly the pods up to this one (not Ready yet) and created no more.
+        eventually(&cluster, &format!("{pod_name} alone and bound"), Duration::from_secs(30), || {
+            let status = get_json(&cluster, &["get", "sts", "db"])["status"].clone();
+            let pods = live_pods(&cluster, "app=db");
+            let bound =
+                pods.iter().any(|p| text(p, "/metadata/name") == pod_name && !text(p, "/spec/nodeName").is_empty());
+            (bound && status["replicas"].as_i64() == Some(i + 1)).then_some(())
+        });
+        let names: Vec<String> =
+            live_pods(&cluster, "app=db").iter().map(|p| text(p, "/metadata/name").to_string()).collect();
+        assert_eq!(names, (0..=i).map(|n| format!("db-{n}")).collect::<Vec<_>>());
+        let pod = get_json(&cluster, &["get", "pod", &pod_name]);
+        assert_eq!((text(&pod, "/spec/hostname"), text(&pod, "/spec/subdomain")), (pod_name.as_str(), "db"));
+        ip += 1;
+        mark_ready(&cluster, &pod, &format!("10.42.0.{ip}"));
+    }
+    cluster.ok(&["rollout", "status", "statefulset/db", "--timeout=30s"]);
+    let status = get_json(&cluster, &["get", "sts", "db"])["status"].clone();
+    assert_eq!(status["readyReplicas"], 3, "{status}");
+    assert_eq!(status["currentRevision"], status["updateRevision"]);
+    assert_eq!(cluster.ok(&["get", "controllerrevisions", "-o", "name"]).lines().count(), 1);
+
+    // A rolling update replaces the highest ordinal first.
+    cluster.ok(&["set", "image", "sts/db", "db=127.0.0.1:5000/busybox:2"]);
+    let going = eventually(&cluster, "the first pod replaced", Duration::from_secs(30), || {
+        let pods = items(&cluster, &["get", "pods", "-l", "app=db"]);
+        let deleting: Vec<String> =
+            pods.iter().filter(|p| deleting(p)).map(|p| text(p, "/metadata/name").to_string()).collect();
+        (!deleting.is_empty()).then_some(deleting)
+    });
+    assert_eq!(going, ["db-2"]);
+    eventually(&cluster, "every pod updated and ready", Duration::from_secs(60), || {
+        kubelet_pass(&cluster, "app=db", &mut ip);
+        let status = get_json(&cluster, &["get", "sts", "db"])["status"].clone();
+        let pods = live_pods(&cluster, "app=db");
+        let images = image_of_pods(&pods);
+        (images == ["127.0.0.1:5000/busybox:2"; 3]
+            && status["readyReplicas"] == 3
+            && status["currentRevision"] == status["updateRevision"])
+            .then_some(())
+    });
+    cluster.ok(&["rollout", "status", "statefulset/db", "--timeout=30s"]);
+
+    cluster.ok(&["scale", "sts/db", "--replicas=1"]);
+    let going = eventually(&cluster, "db-2 deleted first", Duration::from_secs(30), || {
+        let pods = items(&cluster, &["get", "pods", "-l", "app=db"]);
+        let deleting: Vec<String> =
+            pods.iter().filter(|p| deleting(p)).map(|p| text(p, "/metadata/name").to_string()).collect();
+        (!deleting.is_empty()).then_some(deleting)
+    });
+    assert_eq!(going, ["db-2"]);
+    eventually(&cluster, "one pod left", Duration::from_secs(30), || {
+        kubelet_pass(&cluster, "app=db", &mut ip);
+        let names: Vec<String> = items(&cluster, &["get", "pods", "-l", "app=db"])
+            .iter()
+            .map(|p| text(p, "/metadata/name").to_string())
+            .collect();
+        (names == ["db-0"]).then_some(())
+    });
+}
+
+#[test]
+fn daemonset_runs_one_pod_per_eligible_node() {
+    let cluster = Cluster::start();
+    let _kubelets =
+        Heartbeats::start(&cluster, &[("node-a", "disk: hdd"), ("node-b", "disk: hdd"), ("node-c", "disk: ssd")]);
+    cluster.ok(&["taint", "node", "node-c", "dedicated=db:NoSchedule"]);
+    let ds = r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers: [{name: agent, image: 127.0.0.1:5000/busybox:1}]
+"#;
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], ds);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let nodes = eventually(&cluster, "a bound pod on each untainted node", Duration::from_secs(30), || {
+        let mut nodes: Vec<String> =
+            live_pods(&cluster, "app=agent").iter().map(|p| text(p, "/spec/nodeName").to_string()).collect();
+        nodes.sort();
+        (nodes == ["node-a", "node-b"]).then_some(nodes)
+    });
+    assert_eq!(nodes.len(), 2);
+    let status = eventually(&cluster, "daemon set status", Duration::from_secs(30), || {
+        let status = get_json(&cluster, &["get", "ds", "agent"])["status"].clone();
+        (status["currentNumberScheduled"] == 2).then_some(status)
+    });
+    assert_eq!(status["desiredNumberScheduled"], 2, "{status}");
+
+    // Tolerating the taint brings the third node in.
+    cluster.ok(&["patch", "ds", "agent", "--type=merge", "-p",
+        r#"{"spec":{"template":{"spec":{"tolerations":[{"key":"dedicated","operator":"Exists","effect":"NoSchedule"}]}}}}"#]);
+    let mut ip = 50;
+    eventually(&cluster, "a pod on all three nodes", Duration::from_secs(60), || {
+        kubelet_pass(&cluster, "app=agent", &mut ip);
+        let pods = live_pods(&cluster, "app=agent");
+        let mut nodes: Vec<&str> = pods.iter().map(|p| text(p, "/spec/nodeName")).collect();
+        nodes.sort();
+        let tolerant = pods
+            .iter()
+            .all(|p| p["spec"]["tolerations"].as_array().is_some_and(|t| t.iter().any(|t| t["key"] == "dedicated")));
+        (nodes == ["node-a", "node-b", "node-c"] && tolerant).then_some(())
+    });
+}
+
+#[test]
+fn node_without_heartbeats_becomes_unreachable() {
+    let cluster = Cluster::start();
+    let _kubelets = Heartbeats::start(&cluster, &[("alive", "disk: hdd")]);
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &node_yaml("silent", "disk: hdd"));
+    assert!(out.status.success());
+    let node = eventually(&cluster, "the silent node unreachable", Duration::from_secs(75), || {
+        let node = get_json(&cluster, &["get", "node", "silent"]);
+        let tainted = node["spec"]["taints"].as_array().is_some_and(|t| {
+            t.iter().any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == "NoExecute")
+        });
+        tainted.then_some(node)
+    });
+    let ready = node["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("Unknown"), Some("NodeStatusUnknown")),
+        "{ready}"
+    );
+    let alive = get_json(&cluster, &["get", "node", "alive"]);
+    assert!(alive["spec"]["taints"].as_array().is_none_or(|t| t.is_empty()), "{alive}");
+    // The scheduler only uses the live node now.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: a, image: 127.0.0.1:5000/busybox:1}]\n";
+    assert!(cluster.kubectl_stdin(&["apply", "-f", "-"], pod).status.success());
+    let node = eventually(&cluster, "the pod bound", Duration::from_secs(30), || {
+        Some(text(&get_json(&cluster, &["get", "pod", "p"]), "/spec/nodeName").to_string()).filter(|n| !n.is_empty())
+    });
+    assert_eq!(node, "alive");
+}
+
+#[test]
+fn cronjob_creates_a_job_at_the_next_minute() {
+    let cluster = Cluster::start();
+    let cronjob = r#"
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: tick}
+spec:
+  schedule: "* * * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: OnFailure
+          containers: [{name: tick, image: 127.0.0.1:5000/busybox:1, command: [date]}]
+"#;
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], cronjob);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let spec = get_json(&cluster, &["get", "cronjob", "tick"])["spec"].clone();
+    assert_eq!(
+        (spec["concurrencyPolicy"].as_str(), spec["successfulJobsHistoryLimit"].as_i64()),
+        (Some("Allow"), Some(3))
+    );
+    let job = eventually(&cluster, "a job from the cronjob", Duration::from_secs(75), || {
+        items(&cluster, &["get", "jobs"]).into_iter().next()
+    });
+    let name = text(&job, "/metadata/name");
+    let minutes: i64 = name.strip_prefix("tick-").and_then(|m| m.parse().ok()).unwrap_or_default();
+    assert!((minutes * 60 - jiff::Timestamp::now().as_second()).abs() < 120, "{name}");
+    assert_eq!(text(&job, "/metadata/ownerReferences/0/kind"), "CronJob");
+    let status = eventually(&cluster, "cronjob status", Duration::from_secs(30), || {
+        let status = get_json(&cluster, &["get", "cronjob", "tick"])["status"].clone();
+        (status["active"][0]["name"] == name).then_some(status)
+    });
+    assert!(status["lastScheduleTime"].is_string(), "{status}");
+    // The job runs a pod like any other.
+    eventually(&cluster, "the job's pod", Duration::from_secs(30), || {
+        (!live_pods(&cluster, &format!("batch.kubernetes.io/job-name={name}")).is_empty()).then_some(())
+    });
 }

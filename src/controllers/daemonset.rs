@@ -111,8 +111,10 @@ async fn reconcile(ctx: Context, (ns, ds_name): Key) -> Result<Action, ApiError>
     if deleting(&ds) {
         return Ok(Action::Done);
     }
-    let revision =
-        template_hash(ds.pointer("/spec/template").unwrap_or(&Value::Null), int_at(&ds, "/status/collisionCount"));
+    let revision = template_hash(
+        ds.pointer("/spec/template").unwrap_or(&Value::Null),
+        int_at(&ds, "/status/collisionCount").filter(|c| *c > 0),
+    );
     let owner_ref = objects::controller_ref(&ds, "apps/v1", "DaemonSet");
     let nodes = objects::list(&ctx, NODES, None).await?;
     let candidates = objects::list(&ctx, PODS, Some(&ns)).await?;

@@ -149,7 +149,7 @@ async fn reconcile(ctx: Context, (ns, deploy_name): Key) -> Result<Action, ApiEr
                 rs
             }
             None => {
-                let collisions = int_at(&deploy, "/status/collisionCount");
+                let collisions = int_at(&deploy, "/status/collisionCount").filter(|c| *c > 0);
                 let hash = rollout::template_hash(&template, collisions);
                 let rs = new_replica_set(&deploy, &hash, target_new, max_revision + 1, surge);
                 let path = objects::path(&ctx, REPLICASETS, Some(&ns), None, None)?;

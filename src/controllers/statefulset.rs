@@ -116,7 +116,7 @@ pub fn step(
 /// Ensures the ControllerRevision of the current template; returns its name.
 async fn ensure_revision(ctx: &Context, sts: &Value, revisions: &[Value]) -> Result<String, ApiError> {
     let template = sts.pointer("/spec/template").cloned().unwrap_or(json!({}));
-    let hash = template_hash(&template, int_at(sts, "/status/collisionCount"));
+    let hash = template_hash(&template, int_at(sts, "/status/collisionCount").filter(|c| *c > 0));
     let revision_name = format!("{}-{hash}", name(sts));
     if revisions.iter().any(|r| name(r) == revision_name) {
         return Ok(revision_name);
