@@ -625,6 +625,23 @@ fn node_without_heartbeats_becomes_unreachable() {
     let _kubelets = Heartbeats::start(&cluster, &[("alive", "disk: hdd")]);
     let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &node_yaml("silent", "disk: hdd"));
     assert!(out.status.success());
+    let pinned = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: impatient}
+spec:
+  nodeName: silent
+  tolerations: [{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 1}]
+  containers: [{name: a, image: 127.0.0.1:5000/busybox:1}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: patient}
+spec:
+  nodeName: silent
+  containers: [{name: a, image: 127.0.0.1:5000/busybox:1}]
+"#;
+    assert!(cluster.kubectl_stdin(&["apply", "-f", "-"], pinned).status.success());
     let node = eventually(&cluster, "the silent node unreachable", Duration::from_secs(75), || {
         let node = get_json(&cluster, &["get", "node", "silent"]);
         let tainted = node["spec"]["taints"].as_array().is_some_and(|t| {
@@ -646,6 +663,18 @@ fn node_without_heartbeats_becomes_unreachable() {
     );
     let alive = get_json(&cluster, &["get", "node", "alive"]);
     assert!(alive["spec"]["taints"].as_array().is_none_or(|t| t.is_empty()), "{alive}");
+    // A pod tolerating the taint for 1 s is evicted; one with the default 300 s stays.
+    eventually(&cluster, "the impatient pod evicted", Duration::from_secs(30), || {
+        deleting(&get_json(&cluster, &["get", "pod", "impatient"])).then_some(())
+    });
+    assert!(!deleting(&get_json(&cluster, &["get", "pod", "patient"])));
+    // Deleting the node lets the pod garbage collector remove what was left on it.
+    cluster.ok(&["delete", "node", "silent"]);
+    eventually(&cluster, "pods of the deleted node gone", Duration::from_secs(30), || {
+        let names: Vec<String> =
+            items(&cluster, &["get", "pods"]).iter().map(|p| text(p, "/metadata/name").to_string()).collect();
+        (!names.iter().any(|n| n == "impatient") && !names.iter().any(|n| n == "patient")).then_some(())
+    });
     // The scheduler only uses the live node now.
     let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: a, image: 127.0.0.1:5000/busybox:1}]\n";
     assert!(cluster.kubectl_stdin(&["apply", "-f", "-"], pod).status.success());

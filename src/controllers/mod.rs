@@ -14,12 +14,14 @@ pub mod job;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod objects;
+pub mod podgc;
 pub mod queue;
 pub mod replicaset;
 pub mod rollout;
 pub mod scheduler;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod taint_eviction;
 
 use crate::server::catalog::Catalog;
 use crate::server::client::Client;
@@ -49,6 +51,8 @@ pub fn start(ctx: Context, shutdown: CancellationToken) -> JoinSet<()> {
     tasks.spawn(scheduler::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(daemonset::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(nodelifecycle::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(taint_eviction::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(podgc::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(statefulset::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(serviceaccount::run(ctx, shutdown));
     tasks
