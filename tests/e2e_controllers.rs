@@ -724,3 +724,61 @@ spec:
         (!live_pods(&cluster, &format!("batch.kubernetes.io/job-name={name}")).is_empty()).then_some(())
     });
 }
+
+#[test]
+fn indexed_job_completes_every_index_and_expires() {
+    let cluster = Cluster::start();
+    let _kubelets = Heartbeats::start(&cluster, NODES);
+    let job = r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: sim}
+spec:
+  completions: 3
+  parallelism: 2
+  completionMode: Indexed
+  ttlSecondsAfterFinished: 1
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: sim, image: 127.0.0.1:5000/busybox:1}]
+"#;
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], job);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let index = |p: &Value| text(p, "/metadata/annotations/batch.kubernetes.io~1job-completion-index").to_string();
+    let succeed = |pod: &Value| {
+        cluster.ok(&[
+            "patch",
+            "pod",
+            text(pod, "/metadata/name"),
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Succeeded"}}"#,
+        ]);
+    };
+    // Two at a time: indexes 0 and 1 first.
+    let pods = eventually(&cluster, "two indexed pods", Duration::from_secs(30), || {
+        let pods = live_pods(&cluster, "batch.kubernetes.io/job-name=sim");
+        (pods.len() == 2).then_some(pods)
+    });
+    let mut indexes: Vec<String> = pods.iter().map(index).collect();
+    indexes.sort();
+    assert_eq!(indexes, ["0", "1"]);
+    assert!(pods.iter().all(|p| text(p, "/spec/hostname") == format!("sim-{}", index(p))));
+    succeed(&pods[0]);
+    let third = eventually(&cluster, "the pod of index 2", Duration::from_secs(30), || {
+        live_pods(&cluster, "batch.kubernetes.io/job-name=sim").into_iter().find(|p| index(p) == "2")
+    });
+    eventually(&cluster, "the first completed index", Duration::from_secs(30), || {
+        let status = get_json(&cluster, &["get", "job", "sim"])["status"].clone();
+        (status["completedIndexes"] == index(&pods[0]) && status["succeeded"] == 1).then_some(())
+    });
+    succeed(&pods[1]);
+    succeed(&third);
+    cluster.ok(&["wait", "--for=condition=complete", "job/sim", "--timeout=30s"]);
+    // ttlSecondsAfterFinished: 1 — the job goes soon after.
+    eventually(&cluster, "the job deleted after its TTL", Duration::from_secs(30), || {
+        (!cluster.ok(&["get", "jobs", "-o", "name"]).contains("job.batch/sim")).then_some(())
+    });
+}

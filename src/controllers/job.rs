@@ -10,11 +10,13 @@ use super::queue::{self, Action, Key, Secondary};
 use super::replicaset::{pod_from_template, write_status};
 use crate::server::error::ApiError;
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub const JOBS: (&str, &str, &str) = ("batch", "v1", "jobs");
 const COMPONENT: &str = "job-controller";
+pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
 
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
     let pods = Secondary { gvr: PODS, wakes: |pod| queue::wake_owner(pod, "Job") };
@@ -62,6 +64,47 @@ pub fn next(job: &Value, active: i64, succeeded: i64, failed: i64, elapsed: Opti
     }
 }
 
+/// The completion index of a pod of an Indexed job.
+pub fn index_of(pod: &Value) -> Option<i64> {
+    str_at(pod, &format!("/metadata/annotations/{}", COMPLETION_INDEX.replace('/', "~1"))).parse().ok()
+}
+
+/// Upstream's `completedIndexes` text: sorted indexes with runs as ranges (`0-2,5`).
+pub fn format_indexes(indexes: &BTreeSet<i64>) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut iter = indexes.iter().copied().peekable();
+    while let Some(start) = iter.next() {
+        let mut end = start;
+        while iter.peek() == Some(&(end + 1)) {
+            end += 1;
+            iter.next();
+        }
+        parts.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
+    }
+    parts.join(",")
+}
+
+/// The pod of completion index `index`: its annotation and label, hostname
+/// `<job>-<index>` and the `JOB_COMPLETION_INDEX` variable in every container.
+pub fn indexed_pod(job: &Value, template: &Value, owner_ref: &Value, index: i64) -> Value {
+    let job_name = name(job);
+    let mut pod = pod_from_template(template, &format!("{job_name}-{index}-"), owner_ref);
+    pod["metadata"]["annotations"][COMPLETION_INDEX] = json!(index.to_string());
+    pod["metadata"]["labels"][COMPLETION_INDEX] = json!(index.to_string());
+    pod["spec"]["hostname"] = json!(format!("{job_name}-{index}"));
+    let env = json!({"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {"apiVersion": "v1",
+        "fieldPath": format!("metadata.annotations['{COMPLETION_INDEX}']")}}});
+    for list in ["containers", "initContainers"] {
+        for container in pod["spec"].get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
+            match container.get_mut("env").and_then(Value::as_array_mut) {
+                Some(vars) => vars.insert(0, env.clone()),
+                None => container["env"] = json!([env]),
+            }
+        }
+    }
+    pod
+}
+
 fn job_condition(kind: &str, reason: &str, message: &str) -> Value {
     let now = objects::now();
     json!({"type": kind, "status": "True", "reason": reason, "message": message,
@@ -85,7 +128,19 @@ async fn reconcile(ctx: Context, (ns, job_name): Key) -> Result<Action, ApiError
     let candidates = objects::list(&ctx, PODS, Some(&ns)).await?;
     let pods = objects::claim(&ctx, PODS, &job, &owner_ref, candidates).await?;
     let active: Vec<Value> = pods.iter().filter(|p| pod_active(p)).cloned().collect();
-    let succeeded = pods.iter().filter(|p| objects::phase(p) == "Succeeded").count() as i64;
+    let indexed = str_at(&job, "/spec/completionMode") == "Indexed";
+    let completions = int_at(&job, "/spec/completions").unwrap_or(1);
+    let succeeded_indexes: BTreeSet<i64> = pods
+        .iter()
+        .filter(|p| objects::phase(p) == "Succeeded")
+        .filter_map(index_of)
+        .filter(|i| (0..completions).contains(i))
+        .collect();
+    let succeeded = if indexed {
+        succeeded_indexes.len() as i64
+    } else {
+        pods.iter().filter(|p| objects::phase(p) == "Succeeded").count() as i64
+    };
     let mut failed = pods.iter().filter(|p| objects::phase(p) == "Failed").count() as i64;
     if str_at(&job, "/spec/template/spec/restartPolicy") == "OnFailure" {
         failed += active
@@ -98,6 +153,9 @@ async fn reconcile(ctx: Context, (ns, job_name): Key) -> Result<Action, ApiError
         "active": active.len(), "succeeded": succeeded, "failed": failed,
         "ready": active.iter().filter(|p| pod_ready(p)).count(), "terminating": pods.iter().filter(|p| deleting(p)).count(),
     });
+    if indexed {
+        status["completedIndexes"] = json!(format_indexes(&succeeded_indexes));
+    }
     let mut conditions: Vec<Value> =
         job.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
     if finished(&job).is_some() {
@@ -143,8 +201,18 @@ async fn reconcile(ctx: Context, (ns, job_name): Key) -> Result<Action, ApiError
         Next::Run(wanted) => {
             let template = job.pointer("/spec/template").cloned().unwrap_or(json!({}));
             let path = objects::path(&ctx, PODS, Some(&ns), None, None)?;
-            for _ in active.len() as i64..wanted {
-                let pod = pod_from_template(&template, &format!("{job_name}-"), &owner_ref);
+            let missing = (wanted - active.len() as i64).max(0) as usize;
+            let running: BTreeSet<i64> = active.iter().filter_map(index_of).collect();
+            let new_pods: Vec<Value> = if indexed {
+                (0..completions)
+                    .filter(|i| !succeeded_indexes.contains(i) && !running.contains(i))
+                    .take(missing)
+                    .map(|i| indexed_pod(&job, &template, &owner_ref, i))
+                    .collect()
+            } else {
+                (0..missing).map(|_| pod_from_template(&template, &format!("{job_name}-"), &owner_ref)).collect()
+            };
+            for pod in new_pods {
                 let created = ctx.client.create(&path, pod).await?;
                 let message = format!("Created pod: {}", name(&created));
                 events::record(&ctx, COMPONENT, &job, ("batch/v1", "Job"), NORMAL, "SuccessfulCreate", &message).await;
@@ -172,6 +240,21 @@ mod tests {
         assert_eq!(next(&job, 2, 2, 0, Some(0)), Next::Run(1));
         assert_eq!(next(&job, 0, 3, 0, Some(0)), Next::Complete);
         assert!(matches!(next(&job, 1, 0, 2, Some(0)), Next::Fail { reason: "BackoffLimitExceeded", .. }));
+    }
+
+    #[test]
+    fn indexed_jobs_name_and_number_their_pods() {
+        let job = json!({"metadata": {"name": "sim", "uid": "u"}});
+        let template = json!({"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "env": [{"name": "X", "value": "1"}]}]}});
+        let pod = indexed_pod(&job, &template, &json!({"uid": "u"}), 3);
+        assert_eq!(pod["metadata"]["generateName"], "sim-3-");
+        assert_eq!(index_of(&pod), Some(3));
+        assert_eq!(pod["spec"]["hostname"], "sim-3");
+        assert_eq!(pod["spec"]["containers"][0]["env"][0]["name"], "JOB_COMPLETION_INDEX");
+        assert_eq!(pod["spec"]["containers"][0]["env"][1]["name"], "X");
+        let done: BTreeSet<i64> = [0, 1, 2, 4, 6, 7].into_iter().collect();
+        assert_eq!(format_indexes(&done), "0-2,4,6-7");
+        assert_eq!(format_indexes(&BTreeSet::new()), "");
     }
 
     #[test]

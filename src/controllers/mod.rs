@@ -22,6 +22,7 @@ pub mod scheduler;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod taint_eviction;
+pub mod ttl_after_finished;
 
 use crate::server::catalog::Catalog;
 use crate::server::client::Client;
@@ -45,6 +46,7 @@ pub fn start(ctx: Context, shutdown: CancellationToken) -> JoinSet<()> {
     tasks.spawn(deployment::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(job::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(cronjob::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(ttl_after_finished::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(endpoints::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(endpoints::run_slices(ctx.clone(), shutdown.clone()));
     tasks.spawn(replicaset::run(ctx.clone(), shutdown.clone()));

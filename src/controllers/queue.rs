@@ -153,7 +153,11 @@ pub async fn run_with<F, Fut>(
                             }
                         }
                     }
-                    None => continue 'watch,
+                    None => {
+                        // Events may have been missed until the next watch starts: relist at once.
+                        next_resync = Instant::now();
+                        continue 'watch;
+                    }
                 },
                 _ = tokio::time::sleep_until(wake) => {}
             }
