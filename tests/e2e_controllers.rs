@@ -782,3 +782,41 @@ spec:
         (!cluster.ok(&["get", "jobs", "-o", "name"]).contains("job.batch/sim")).then_some(())
     });
 }
+
+#[test]
+fn paused_deployment_scales_but_does_not_roll_out() {
+    let cluster = Cluster::start();
+    let _kubelets = Heartbeats::start(&cluster, NODES);
+    let recreate = DEPLOYMENT.replace("replicas: 3", "replicas: 2\n  strategy: {type: Recreate}");
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &recreate);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut ip = 200;
+    rollout_completes(&cluster, &mut ip);
+    cluster.ok(&["rollout", "pause", "deployment/web"]);
+    cluster.ok(&["set", "image", "deployment/web", "web=127.0.0.1:5000/busybox:2"]);
+    cluster.ok(&["scale", "deployment/web", "--replicas=3"]);
+    eventually(&cluster, "3 pods of the old template", Duration::from_secs(30), || {
+        let deploy = get_json(&cluster, &["get", "deploy", "web"]);
+        let paused =
+            deploy["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["reason"] == "DeploymentPaused");
+        let pods = live_pods(&cluster, "app=web");
+        (paused && image_of_pods(&pods) == ["127.0.0.1:5000/busybox:1"; 3]).then_some(())
+    });
+    assert_eq!(items(&cluster, &["get", "rs", "-l", "app=web"]).len(), 1);
+    // Resumed, Recreate stops every old pod before any new one starts.
+    cluster.ok(&["rollout", "resume", "deployment/web"]);
+    let mut saw_new_with_old = false;
+    let mut child = kubectl_child(&cluster, &["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let deadline = Instant::now() + Duration::from_secs(70);
+    while child.try_wait().expect("rollout status").is_none() {
+        assert!(Instant::now() < deadline, "rollout status did not finish\n{}", cluster.log_tail());
+        let pods = items(&cluster, &["get", "pods", "-l", "app=web"]);
+        let images = image_of_pods(&pods);
+        saw_new_with_old |= images.iter().any(|i| i.ends_with(":1")) && images.iter().any(|i| i.ends_with(":2"));
+        kubelet_pass(&cluster, "app=web", &mut ip);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(child.wait().expect("rollout status").success());
+    assert!(!saw_new_with_old, "Recreate ran old and new pods together");
+    assert_eq!(image_of_pods(&live_pods(&cluster, "app=web")), ["127.0.0.1:5000/busybox:2"; 3]);
+}

@@ -5,8 +5,8 @@
 
 use super::Context;
 use super::events::{self, NORMAL};
-use super::objects::{self, deleting, int_at, name, set_condition, str_at};
-use super::queue::{self, Action, Key, Secondary};
+use super::objects::{self, PODS, deleting, int_at, name, set_condition, str_at};
+use super::queue::{self, Action, Key, Secondary, Wake};
 use super::replicaset::{REPLICASETS, write_status};
 use super::rollout::{self, Set};
 use crate::server::error::ApiError;
@@ -23,7 +23,26 @@ const MAX: &str = "deployment.kubernetes.io/max-replicas";
 
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
     let sets = Secondary { gvr: REPLICASETS, wakes: |rs| queue::wake_owner(rs, "Deployment") };
-    queue::run_with(ctx, shutdown, "deployment", DEPLOYMENTS, &[sets], Duration::from_secs(30), reconcile).await;
+    let pods = Secondary { gvr: PODS, wakes: wake_for_pod };
+    queue::run_with(ctx, shutdown, "deployment", DEPLOYMENTS, &[sets, pods], Duration::from_secs(30), reconcile).await;
+}
+
+/// A terminating pod of a deployment's replica set (`<deploy>-<hash>`) wakes
+/// the deployment: Recreate waits for old pods to be gone.
+fn wake_for_pod(pod: &Value) -> Vec<Wake> {
+    if !deleting(pod) {
+        return Vec::new();
+    }
+    let hash = str_at(pod, &format!("/metadata/labels/{HASH_LABEL}"));
+    queue::wake_owner(pod, "ReplicaSet")
+        .into_iter()
+        .filter_map(|wake| match wake {
+            Wake::Key((ns, rs)) if !hash.is_empty() => {
+                rs.strip_suffix(&format!("-{hash}")).map(|deploy| Wake::Key((ns, deploy.to_string())))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 fn revision(rs: &Value) -> i64 {
@@ -133,11 +152,18 @@ async fn reconcile(ctx: Context, (ns, deploy_name): Key) -> Result<Action, ApiEr
         let new = new_index.map(|i| sets.remove(i));
         let olds = sets.clone();
         let old_sets: Vec<Set> = olds.iter().map(set_of).collect();
-        let old_active: i64 = olds.iter().map(|rs| int_at(rs, "/status/replicas").unwrap_or(0)).sum();
+        // Recreate waits for every old pod to be gone, terminating ones included (as upstream).
+        let old_running = strategy == "Recreate" && !olds.is_empty() && {
+            let uids: Vec<&str> = olds.iter().map(objects::uid).collect();
+            objects::list(&ctx, PODS, Some(&ns)).await?.iter().any(|p| {
+                objects::controller_uid(p).is_some_and(|u| uids.contains(&u))
+                    && !matches!(objects::phase(p), "Succeeded" | "Failed")
+            })
+        };
         let new_set = new.as_ref().map(set_of).unwrap_or(Set { replicas: 0, available: 0 });
         // Recreate: the old pods must all be gone before the new set grows.
         let target_new = if strategy == "Recreate" {
-            if old_sets.iter().any(|s| s.replicas > 0) || old_active > 0 { 0 } else { desired }
+            if old_sets.iter().any(|s| s.replicas > 0) || old_running { 0 } else { desired }
         } else {
             rollout::new_replicas(desired, surge, new_set, &old_sets)
         };
@@ -197,6 +223,17 @@ async fn reconcile(ctx: Context, (ns, deploy_name): Key) -> Result<Action, ApiEr
         cleanup(&ctx, &deploy, &olds).await?;
         sets = olds;
         sets.push(new_rs);
+    } else {
+        // Paused: no rollout, but a single active set still follows spec.replicas.
+        let active: Vec<&Value> = sets.iter().filter(|rs| int_at(rs, "/spec/replicas").unwrap_or(0) > 0).collect();
+        let target = match (active.as_slice(), new_index) {
+            ([only], _) => Some(*only),
+            ([], Some(i)) => sets.get(i),
+            _ => None,
+        };
+        if let Some(rs) = target {
+            scale(&ctx, &deploy, rs, desired, None).await?;
+        }
     }
     // Status over the sets as they are now.
     let current = objects::list(&ctx, REPLICASETS, Some(&ns)).await?;
@@ -286,12 +323,20 @@ fn deployment_status(
             "Deployment does not have minimum availability.",
         );
     }
+    let paused = deploy.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
     let complete = updated == desired
         && replicas == desired
         && available >= desired
         && new.and_then(|rs| int_at(rs, "/status/observedGeneration"))
             >= new.and_then(|rs| int_at(rs, "/metadata/generation"));
-    if complete {
+    if paused {
+        set_condition(&mut conditions, "Progressing", "Unknown", "DeploymentPaused", "Deployment is paused");
+    } else if objects::condition(deploy, "Progressing").and_then(|c| c.get("reason")).and_then(Value::as_str)
+        == Some("DeploymentPaused")
+        && !complete
+    {
+        set_condition(&mut conditions, "Progressing", "Unknown", "DeploymentResumed", "Deployment is resumed");
+    } else if complete {
         set_condition(
             &mut conditions,
             "Progressing",
@@ -379,6 +424,17 @@ mod tests {
         assert_eq!(rs["metadata"]["annotations"][REVISION], "2");
         assert_eq!(rs["metadata"]["annotations"][MAX], "4");
         assert_eq!(without_hash(rs.pointer("/spec/template")), deploy["spec"]["template"]);
+    }
+
+    #[test]
+    fn terminating_pods_wake_their_deployment() {
+        let pod = json!({"metadata": {"namespace": "ns", "deletionTimestamp": "2024-01-01T00:00:00Z",
+            "labels": {HASH_LABEL: "abc"},
+            "ownerReferences": [{"kind": "ReplicaSet", "name": "my-web-abc", "controller": true}]}});
+        assert_eq!(wake_for_pod(&pod), [Wake::Key(("ns".into(), "my-web".into()))]);
+        let mut live = pod.clone();
+        live["metadata"].as_object_mut().map(|m| m.remove("deletionTimestamp"));
+        assert!(wake_for_pod(&live).is_empty());
     }
 
     #[test]

@@ -79,16 +79,15 @@ async fn bind(ctx: &Context, pod: &Value, node: &str) -> Result<(), ApiError> {
         Err(err) => return Err(err),
     }
     tracing::info!(pod = %name(pod), namespace = %ns, node, "bound a pod");
-    set_scheduled(
-        ctx,
-        pod,
-        json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
-        "lastTransitionTime": objects::now()}),
-    )
-    .await?;
     let message = format!("Successfully assigned {ns}/{} to {node}", name(pod));
     events::record(ctx, COMPONENT, pod, ("v1", "Pod"), NORMAL, "Scheduled", &message).await;
-    Ok(())
+    // The kubelet may already be writing status: losing this race is fine.
+    let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+        "lastTransitionTime": objects::now()});
+    match set_scheduled(ctx, pod, scheduled).await {
+        Err(err) if err.code == 409 => Ok(()),
+        other => other,
+    }
 }
 
 async fn unschedulable(ctx: &Context, pod: &Value, message: &str) -> Result<(), ApiError> {
