@@ -3,10 +3,26 @@
 //! resync repeats; all write through the in-process API client, so they pass
 //! the same authorization, admission and validation as users.
 
+pub mod cron;
+pub mod cronjob;
+pub mod daemonset;
+pub mod deployment;
+pub mod endpoints;
+pub mod events;
 pub mod garbage_collector;
+pub mod job;
 pub mod namespace;
+pub mod nodelifecycle;
+pub mod objects;
+pub mod podgc;
 pub mod queue;
+pub mod replicaset;
+pub mod rollout;
+pub mod scheduler;
 pub mod serviceaccount;
+pub mod statefulset;
+pub mod taint_eviction;
+pub mod ttl_after_finished;
 
 use crate::server::catalog::Catalog;
 use crate::server::client::Client;
@@ -27,6 +43,19 @@ pub fn start(ctx: Context, shutdown: CancellationToken) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     tasks.spawn(namespace::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(garbage_collector::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(deployment::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(job::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(cronjob::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(ttl_after_finished::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(endpoints::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(endpoints::run_slices(ctx.clone(), shutdown.clone()));
+    tasks.spawn(replicaset::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(scheduler::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(daemonset::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(nodelifecycle::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(taint_eviction::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(podgc::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(statefulset::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(serviceaccount::run(ctx, shutdown));
     tasks
 }

@@ -83,6 +83,20 @@ pub fn pod_spec(spec: &mut Value) {
     }
 }
 
+/// The pod spec defaults of a workload's pod template at `path` (e.g. `spec.template`).
+pub fn pod_template(obj: &mut Value, path: &[&str]) {
+    let mut node = obj;
+    for key in path {
+        match node.get_mut(*key) {
+            Some(next) => node = next,
+            None => return,
+        }
+    }
+    if let Some(spec) = node.get_mut("spec") {
+        pod_spec(spec);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

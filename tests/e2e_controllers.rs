@@ -1,0 +1,822 @@
+//! End-to-end tests of the controllers and the scheduler with the real
+//! kubectl and no node agent: the tests create Node objects and play the
+//! kubelet themselves (pod status patches, finishing graceful deletions).
+
+mod common;
+
+use common::Cluster;
+use serde_json::{Value, json};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A fake node: Ready, with allocatable resources, last heard of now.
+fn node_yaml(name: &str, labels: &str) -> String {
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ");
+    format!(
+        r#"
+apiVersion: v1
+kind: Node
+metadata: {{name: {name}, labels: {{kubernetes.io/hostname: {name}, {labels}}}}}
+status:
+  capacity: {{cpu: "4", memory: 8Gi, pods: "110"}}
+  allocatable: {{cpu: "4", memory: 8Gi, pods: "110"}}
+  conditions:
+  - {{type: Ready, status: "True", reason: KubeletReady, message: kubelet is posting ready status, lastHeartbeatTime: "{now}"}}
+"#
+    )
+}
+
+/// Plays the kubelets' heartbeats: renews each node's Lease every 2 s until dropped.
+struct Heartbeats {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeats {
+    /// Creates the nodes (`name`, `labels`) and starts renewing their leases.
+    fn start(cluster: &Cluster, nodes: &[(&str, &str)]) -> Heartbeats {
+        for (name, labels) in nodes {
+            let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &node_yaml(name, labels));
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let names: Vec<String> = nodes.iter().map(|(n, _)| n.to_string()).collect();
+        let (kubeconfig, home) = (cluster.kubeconfig.clone(), cluster.dir.path().to_path_buf());
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S.%6fZ");
+                let leases: Vec<String> = names
+                    .iter()
+                    .map(|n| format!("apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {{name: {n}, namespace: kube-node-lease}}\nspec: {{holderIdentity: {n}, leaseDurationSeconds: 40, renewTime: \"{now}\"}}\n"))
+                    .collect();
+                let mut child = Command::new(common::client("kubectl"))
+                    .args(["apply", "-f", "-"])
+                    .env("KUBECONFIG", &kubeconfig)
+                    .env("HOME", &home)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("run kubectl");
+                if let Some(mut stdin) = child.stdin.take() {
+                    use std::io::Write;
+                    let _ = stdin.write_all(leases.join("---\n").as_bytes());
+                }
+                let _ = child.wait();
+                for _ in 0..20 {
+                    if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        });
+        Heartbeats { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Heartbeats {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+const NODES: &[(&str, &str)] = &[("node-a", "disk: hdd"), ("node-b", "disk: hdd")];
+
+const DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: web
+        image: 127.0.0.1:5000/busybox:1
+        resources: {requests: {cpu: 100m, memory: 64Mi}}
+"#;
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout`.
+fn eventually<T>(cluster: &Cluster, what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", cluster.log_tail());
+        // (The caller's last observation is in its closure; the log tail shows the controllers' view.)
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn get_json(cluster: &Cluster, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&cluster.ok(&all)).expect("kubectl -o json")
+}
+
+fn items(cluster: &Cluster, args: &[&str]) -> Vec<Value> {
+    get_json(cluster, args)["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn text<'a>(obj: &'a Value, pointer: &str) -> &'a str {
+    obj.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn deleting(pod: &Value) -> bool {
+    pod.pointer("/metadata/deletionTimestamp").is_some()
+}
+
+/// The pods of `selector` that are not being deleted.
+fn live_pods(cluster: &Cluster, selector: &str) -> Vec<Value> {
+    items(cluster, &["get", "pods", "-l", selector]).into_iter().filter(|p| !deleting(p)).collect()
+}
+
+/// Plays the kubelet for one pod: Running and Ready with an IP.
+fn mark_ready(cluster: &Cluster, pod: &Value, ip: &str) {
+    let containers: Vec<Value> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            json!({"name": c["name"], "image": c["image"], "imageID": "", "ready": true, "restartCount": 0,
+            "started": true, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}})
+        })
+        .collect();
+    let patch = json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+        "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Initialized", "status": "True"},
+            {"type": "ContainersReady", "status": "True"}, {"type": "Ready", "status": "True"}],
+        "containerStatuses": containers}});
+    cluster.ok(&[
+        "patch",
+        "pod",
+        text(pod, "/metadata/name"),
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &patch.to_string(),
+    ]);
+}
+
+/// One kubelet pass: bound pods not yet ready become ready, pods being deleted go.
+fn kubelet_pass(cluster: &Cluster, selector: &str, next_ip: &mut u32) {
+    for pod in items(cluster, &["get", "pods", "-l", selector]) {
+        let name = text(&pod, "/metadata/name");
+        if deleting(&pod) {
+            let _ = cluster.kubectl(&["delete", "pod", name, "--grace-period=0", "--force", "--wait=false"]);
+        } else if !text(&pod, "/spec/nodeName").is_empty() && text(&pod, "/status/phase") != "Running" {
+            *next_ip += 1;
+            mark_ready(cluster, &pod, &format!("10.42.0.{next_ip}"));
+        }
+    }
+}
+
+fn kubectl_child(cluster: &Cluster, args: &[&str]) -> Child {
+    Command::new(common::client("kubectl"))
+        .args(args)
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env("HOME", cluster.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl")
+}
+
+/// Runs `kubectl rollout status` while playing the kubelet until it succeeds.
+fn rollout_completes(cluster: &Cluster, next_ip: &mut u32) -> String {
+    let mut child = kubectl_child(cluster, &["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let deadline = Instant::now() + Duration::from_secs(70);
+    loop {
+        if let Some(status) = child.try_wait().expect("rollout status") {
+            let out = child.wait_with_output().expect("rollout output");
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                status.success(),
+                "rollout status failed: {stdout}\n{}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                cluster.log_tail()
+            );
+            return stdout;
+        }
+        assert!(Instant::now() < deadline, "rollout status did not finish\n{}", cluster.log_tail());
+        kubelet_pass(cluster, "app=web", next_ip);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn image_of_pods(pods: &[Value]) -> Vec<String> {
+    pods.iter().map(|p| text(p, "/spec/containers/0/image").to_string()).collect()
+}
+
+#[test]
+fn deployment_scales_rolls_out_rolls_back_and_is_collected() {
+    let cluster = Cluster::start();
+    let _kubelets = Heartbeats::start(&cluster, NODES);
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], DEPLOYMENT);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Pods are created and bound, spread over both nodes.
+    let pods = eventually(&cluster, "3 bound pods", Duration::from_secs(30), || {
+        let pods = live_pods(&cluster, "app=web");
+        (pods.len() == 3 && pods.iter().all(|p| !text(p, "/spec/nodeName").is_empty())).then_some(pods)
+    });
+    let nodes: std::collections::BTreeSet<&str> = pods.iter().map(|p| text(p, "/spec/nodeName")).collect();
+    assert_eq!(nodes.len(), 2, "pods should spread over both nodes: {nodes:?}");
+    let owner = &pods[0]["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["kind"].as_str(), owner["controller"].as_bool(), owner["blockOwnerDeletion"].as_bool()),
+        (Some("ReplicaSet"), Some(true), Some(true))
+    );
+    let rs_name = owner["name"].as_str().unwrap_or_default().to_string();
+    assert!(rs_name.starts_with("web-") && text(&pods[0], "/metadata/name").starts_with(&format!("{rs_name}-")));
+    assert_eq!(text(&pods[0], "/metadata/labels/pod-template-hash"), rs_name.trim_start_matches("web-"));
+
+    let mut ip = 0;
+    let out = rollout_completes(&cluster, &mut ip);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let table = cluster.ok(&["get", "deploy", "web"]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+    assert_eq!(row[..4], ["web", "3/3", "3", "3"], "{table}");
+    let deploy = get_json(&cluster, &["get", "deploy", "web"]);
+    assert_eq!(text(&deploy, "/metadata/annotations/deployment.kubernetes.io~1revision"), "1");
+    let conditions = deploy["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    assert!(conditions.iter().any(|c| c["type"] == "Available" && c["status"] == "True"), "{conditions:?}");
+    assert!(
+        conditions.iter().any(|c| c["type"] == "Progressing" && c["reason"] == "NewReplicaSetAvailable"),
+        "{conditions:?}"
+    );
+
+    // Scaling.
+    cluster.ok(&["scale", "deployment/web", "--replicas=5"]);
+    eventually(&cluster, "5 pods", Duration::from_secs(30), || {
+        (live_pods(&cluster, "app=web").len() == 5).then_some(())
+    });
+    cluster.ok(&["scale", "deployment/web", "--replicas=2"]);
+    eventually(&cluster, "2 pods", Duration::from_secs(30), || {
+        (live_pods(&cluster, "app=web").len() == 2).then_some(())
+    });
+    rollout_completes(&cluster, &mut ip);
+
+    // A new image rolls out a new replica set.
+    cluster.ok(&["set", "image", "deployment/web", "web=127.0.0.1:5000/busybox:2"]);
+    rollout_completes(&cluster, &mut ip);
+    let pods = live_pods(&cluster, "app=web");
+    assert_eq!(image_of_pods(&pods), ["127.0.0.1:5000/busybox:2"; 2]);
+    let sets = items(&cluster, &["get", "rs", "-l", "app=web"]);
+    assert_eq!(sets.len(), 2, "{sets:?}");
+    let new_rs = sets.iter().find(|rs| text(rs, "/metadata/name") != rs_name).cloned().unwrap_or_default();
+    assert_eq!(text(&new_rs, "/metadata/annotations/deployment.kubernetes.io~1revision"), "2");
+    let old = sets.iter().find(|rs| text(rs, "/metadata/name") == rs_name).cloned().unwrap_or_default();
+    assert_eq!(old["spec"]["replicas"], 0);
+
+    // Rolling back returns to the first template (and its replica set) as revision 3.
+    cluster.ok(&["rollout", "undo", "deployment/web"]);
+    rollout_completes(&cluster, &mut ip);
+    let pods = live_pods(&cluster, "app=web");
+    assert_eq!(image_of_pods(&pods), ["127.0.0.1:5000/busybox:1"; 2]);
+    assert!(pods.iter().all(|p| text(p, "/metadata/ownerReferences/0/name") == rs_name));
+    let deploy = get_json(&cluster, &["get", "deploy", "web"]);
+    assert_eq!(text(&deploy, "/metadata/annotations/deployment.kubernetes.io~1revision"), "3");
+
+    let events = cluster.ok(&["get", "events"]);
+    for expected in
+        ["ScalingReplicaSet", "deployment/web", "SuccessfulCreate", &format!("replicaset/{rs_name}"), "Scheduled"]
+    {
+        assert!(events.contains(expected), "{expected} missing from events:\n{events}");
+    }
+    assert!(events.contains(&format!("Scaled up replica set {rs_name}")), "{events}");
+    assert!(events.contains("Successfully assigned default/"), "{events}");
+
+    // Deleting the deployment removes its replica sets and (through the kubelet) its pods.
+    cluster.ok(&["delete", "deployment", "web", "--wait=false"]);
+    eventually(&cluster, "replica sets and pods gone", Duration::from_secs(60), || {
+        kubelet_pass(&cluster, "app=web", &mut ip);
+        let sets = items(&cluster, &["get", "rs", "-l", "app=web"]);
+        let pods = items(&cluster, &["get", "pods", "-l", "app=web"]);
+        (sets.is_empty() && pods.is_empty()).then_some(())
+    });
+}
+
+#[test]
+fn node_selector_keeps_a_pod_pending_until_a_node_matches() {
+    let cluster = Cluster::start();
+    let _kubelets = Heartbeats::start(&cluster, NODES);
+    let pod = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: fast}
+spec:
+  nodeSelector: {disk: ssd}
+  containers: [{name: app, image: 127.0.0.1:5000/busybox:1}]
+"#;
+    assert!(cluster.kubectl_stdin(&["apply", "-f", "-"], pod).status.success());
+    let condition = eventually(&cluster, "the Unschedulable condition", Duration::from_secs(30), || {
+        let pod = get_json(&cluster, &["get", "pod", "fast"]);
+        pod["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "PodScheduled").cloned()
+    });
+    assert_eq!((condition["status"].as_str(), condition["reason"].as_str()), (Some("False"), Some("Unschedulable")));
+    assert!(
+        text(&condition, "/message")
+            .starts_with("0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."),
+        "{condition}"
+    );
+    let pod_now = get_json(&cluster, &["get", "pod", "fast"]);
+    assert_eq!(text(&pod_now, "/status/phase"), "Pending");
+    assert_eq!(text(&pod_now, "/spec/nodeName"), "");
+    let events = eventually(&cluster, "a FailedScheduling event", Duration::from_secs(10), || {
+        let events = cluster.ok(&["get", "events"]);
+        events.contains("FailedScheduling").then_some(events)
+    });
+    assert!(events.contains("pod/fast"), "{events}");
+
+    // A node that matches makes it schedulable.
+    cluster.ok(&["label", "node", "node-b", "disk=ssd", "--overwrite"]);
+    let node = eventually(&cluster, "the pod bound", Duration::from_secs(30), || {
+        let pod = get_json(&cluster, &["get", "pod", "fast"]);
+        Some(text(&pod, "/spec/nodeName").to_string()).filter(|n| !n.is_empty())
+    });
+    assert_eq!(node, "node-b");
+}
+
+#[test]
+fn job_completes_when_its_pod_succeeds() {
+    let cluster = Cluster::start();
+    let _kubelets = Heartbeats::start(&cluster, NODES);
+    let job = r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: pi}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: pi, image: 127.0.0.1:5000/busybox:1, command: [sh, -c, "echo 3.14"]}]
+"#;
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], job);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let spec = get_json(&cluster, &["get", "job", "pi"])["spec"].clone();
+    assert_eq!(
+        (spec["completions"].as_i64(), spec["parallelism"].as_i64(), spec["backoffLimit"].as_i64()),
+        (Some(1), Some(1), Some(6))
+    );
+    assert!(spec["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"].is_string(), "{spec}");
+
+    let pod = eventually(&cluster, "the job's pod bound", Duration::from_secs(30), || {
+        live_pods(&cluster, "batch.kubernetes.io/job-name=pi")
+            .into_iter()
+            .find(|p| !text(p, "/spec/nodeName").is_empty())
+    });
+    let name = text(&pod, "/metadata/name");
+    assert!(name.starts_with("pi-"), "{name}");
+    cluster.ok(&["patch", "pod", name, "--subresource=status", "--type=merge", "-p",
+        r#"{"status":{"phase":"Succeeded","containerStatuses":[{"name":"pi","image":"x","imageID":"","ready":false,"restartCount":0,"state":{"terminated":{"exitCode":0,"reason":"Completed"}}}]}}"#]);
+    cluster.ok(&["wait", "--for=condition=complete", "job/pi", "--timeout=30s"]);
+    let status = get_json(&cluster, &["get", "job", "pi"])["status"].clone();
+    assert_eq!((status["succeeded"].as_i64(), status["active"].as_i64()), (Some(1), Some(0)), "{status}");
+    assert!(status["completionTime"].is_string() && status["startTime"].is_string(), "{status}");
+    // Only one pod was ever created.
+    assert_eq!(items(&cluster, &["get", "pods", "-l", "batch.kubernetes.io/job-name=pi"]).len(), 1);
+}
+
+#[test]
+fn endpoints_list_ready_pod_ips() {
+    let cluster = Cluster::start();
+    let _kubelets = Heartbeats::start(&cluster, NODES);
+    let manifests = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: api}
+spec:
+  selector: {app: api}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api-1, labels: {app: api}}
+spec:
+  containers: [{name: api, image: 127.0.0.1:5000/busybox:1, ports: [{name: http, containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api-2, labels: {app: api}}
+spec:
+  containers: [{name: api, image: 127.0.0.1:5000/busybox:1, ports: [{name: http, containerPort: 8080}]}]
+"#;
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], manifests);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for name in ["api-1", "api-2"] {
+        eventually(&cluster, "the pod bound", Duration::from_secs(30), || {
+            (!text(&get_json(&cluster, &["get", "pod", name]), "/spec/nodeName").is_empty()).then_some(())
+        });
+    }
+    mark_ready(&cluster, &get_json(&cluster, &["get", "pod", "api-1"]), "10.42.1.10");
+    cluster.ok(&["patch", "pod", "api-2", "--subresource=status", "--type=merge", "-p",
+        r#"{"status":{"phase":"Running","podIP":"10.42.1.11","podIPs":[{"ip":"10.42.1.11"}],"conditions":[{"type":"Ready","status":"False"}]}}"#]);
+    let subset = eventually(&cluster, "endpoints with both pods", Duration::from_secs(30), || {
+        let ep = get_json(&cluster, &["get", "endpoints", "api"]);
+        let subset = ep["subsets"][0].clone();
+        (subset["addresses"].is_array() && subset["notReadyAddresses"].is_array()).then_some(subset)
+    });
+    assert_eq!(subset["addresses"][0]["ip"], "10.42.1.10");
+    assert_eq!(subset["addresses"][0]["targetRef"]["name"], "api-1");
+    assert_eq!(subset["notReadyAddresses"][0]["ip"], "10.42.1.11");
+    assert_eq!(subset["ports"][0]["port"], 8080);
+    let table = cluster.ok(&["get", "endpoints", "api"]);
+    assert!(table.contains("10.42.1.10:8080"), "{table}");
+
+    let slice = eventually(&cluster, "an endpoint slice", Duration::from_secs(30), || {
+        items(&cluster, &["get", "endpointslices", "-l", "kubernetes.io/service-name=api"])
+            .into_iter()
+            .find(|s| s["endpoints"].as_array().is_some_and(|e| e.len() == 2))
+    });
+    assert_eq!(slice["ports"][0]["port"], 8080);
+
+    // The not-ready pod becomes ready and moves over.
+    mark_ready(&cluster, &get_json(&cluster, &["get", "pod", "api-2"]), "10.42.1.11");
+    eventually(&cluster, "both pods ready in endpoints", Duration::from_secs(30), || {
+        let ep = get_json(&cluster, &["get", "endpoints", "api"]);
+        (ep["subsets"][0]["addresses"].as_array().map(Vec::len) == Some(2)).then_some(())
+    });
+}
+
+#[test]
+fn workloads_are_validated_like_upstream() {
+    let cluster = Cluster::start();
+    let mismatched = DEPLOYMENT.replace("metadata: {labels: {app: web}}", "metadata: {labels: {app: other}}");
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &mismatched);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"other\"}: `selector` does not match template `labels`"),
+        "{stderr}"
+    );
+    let job = r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: bad}
+spec:
+  template:
+    spec:
+      containers: [{name: a, image: x}]
+"#;
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], job);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("spec.template.spec.restartPolicy: Unsupported value: \"Always\""), "{stderr}");
+    let deploy = cluster.kubectl_stdin(&["apply", "-f", "-"], DEPLOYMENT);
+    assert!(deploy.status.success());
+    let spec = get_json(&cluster, &["get", "deploy", "web"])["spec"].clone();
+    assert_eq!(spec["strategy"]["rollingUpdate"], json!({"maxSurge": "25%", "maxUnavailable": "25%"}));
+    assert_eq!(
+        (spec["revisionHistoryLimit"].as_i64(), spec["progressDeadlineSeconds"].as_i64()),
+        (Some(10), Some(600))
+    );
+    let err = cluster.fails(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"selector":{"matchLabels":{"app":"x"}},"template":{"metadata":{"labels":{"app":"x"}}}}}"#,
+    ]);
+    assert!(err.contains("field is immutable"), "{err}");
+}
+
+#[test]
+fn statefulset_creates_pods_in_order_and_scales_down_from_the_top() {
+    let cluster = Cluster::start();
+    let _kubelets = Heartbeats::start(&cluster, NODES);
+    let sts = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 3
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers: [{name: db, image: 127.0.0.1:5000/busybox:1}]
+"#;
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], sts);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut ip = 100;
+    for i in 0..3 {
+        let pod_name = format!("db-{i}");
+        // The controller has seen exactly the pods up to this one (not Ready yet) and created no more.
+        eventually(&cluster, &format!("{pod_name} alone and bound"), Duration::from_secs(30), || {
+            let status = get_json(&cluster, &["get", "sts", "db"])["status"].clone();
+            let pods = live_pods(&cluster, "app=db");
+            let bound =
+                pods.iter().any(|p| text(p, "/metadata/name") == pod_name && !text(p, "/spec/nodeName").is_empty());
+            (bound && status["replicas"].as_i64() == Some(i + 1)).then_some(())
+        });
+        let names: Vec<String> =
+            live_pods(&cluster, "app=db").iter().map(|p| text(p, "/metadata/name").to_string()).collect();
+        assert_eq!(names, (0..=i).map(|n| format!("db-{n}")).collect::<Vec<_>>());
+        let pod = get_json(&cluster, &["get", "pod", &pod_name]);
+        assert_eq!((text(&pod, "/spec/hostname"), text(&pod, "/spec/subdomain")), (pod_name.as_str(), "db"));
+        ip += 1;
+        mark_ready(&cluster, &pod, &format!("10.42.0.{ip}"));
+    }
+    cluster.ok(&["rollout", "status", "statefulset/db", "--timeout=30s"]);
+    let status = get_json(&cluster, &["get", "sts", "db"])["status"].clone();
+    assert_eq!(status["readyReplicas"], 3, "{status}");
+    assert_eq!(status["currentRevision"], status["updateRevision"]);
+    assert_eq!(cluster.ok(&["get", "controllerrevisions", "-o", "name"]).lines().count(), 1);
+
+    // A rolling update replaces the highest ordinal first.
+    cluster.ok(&["set", "image", "sts/db", "db=127.0.0.1:5000/busybox:2"]);
+    let going = eventually(&cluster, "the first pod replaced", Duration::from_secs(30), || {
+        let pods = items(&cluster, &["get", "pods", "-l", "app=db"]);
+        let deleting: Vec<String> =
+            pods.iter().filter(|p| deleting(p)).map(|p| text(p, "/metadata/name").to_string()).collect();
+        (!deleting.is_empty()).then_some(deleting)
+    });
+    assert_eq!(going, ["db-2"]);
+    eventually(&cluster, "every pod updated and ready", Duration::from_secs(60), || {
+        kubelet_pass(&cluster, "app=db", &mut ip);
+        let status = get_json(&cluster, &["get", "sts", "db"])["status"].clone();
+        let pods = live_pods(&cluster, "app=db");
+        let images = image_of_pods(&pods);
+        (images == ["127.0.0.1:5000/busybox:2"; 3]
+            && status["readyReplicas"] == 3
+            && status["currentRevision"] == status["updateRevision"])
+            .then_some(())
+    });
+    cluster.ok(&["rollout", "status", "statefulset/db", "--timeout=30s"]);
+
+    cluster.ok(&["scale", "sts/db", "--replicas=1"]);
+    let going = eventually(&cluster, "db-2 deleted first", Duration::from_secs(30), || {
+        let pods = items(&cluster, &["get", "pods", "-l", "app=db"]);
+        let deleting: Vec<String> =
+            pods.iter().filter(|p| deleting(p)).map(|p| text(p, "/metadata/name").to_string()).collect();
+        (!deleting.is_empty()).then_some(deleting)
+    });
+    assert_eq!(going, ["db-2"]);
+    eventually(&cluster, "one pod left", Duration::from_secs(30), || {
+        kubelet_pass(&cluster, "app=db", &mut ip);
+        let names: Vec<String> = items(&cluster, &["get", "pods", "-l", "app=db"])
+            .iter()
+            .map(|p| text(p, "/metadata/name").to_string())
+            .collect();
+        (names == ["db-0"]).then_some(())
+    });
+}
+
+#[test]
+fn daemonset_runs_one_pod_per_eligible_node() {
+    let cluster = Cluster::start();
+    let _kubelets =
+        Heartbeats::start(&cluster, &[("node-a", "disk: hdd"), ("node-b", "disk: hdd"), ("node-c", "disk: ssd")]);
+    cluster.ok(&["taint", "node", "node-c", "dedicated=db:NoSchedule"]);
+    let ds = r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers: [{name: agent, image: 127.0.0.1:5000/busybox:1}]
+"#;
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], ds);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let nodes = eventually(&cluster, "a bound pod on each untainted node", Duration::from_secs(30), || {
+        let mut nodes: Vec<String> =
+            live_pods(&cluster, "app=agent").iter().map(|p| text(p, "/spec/nodeName").to_string()).collect();
+        nodes.sort();
+        (nodes == ["node-a", "node-b"]).then_some(nodes)
+    });
+    assert_eq!(nodes.len(), 2);
+    let status = eventually(&cluster, "daemon set status", Duration::from_secs(30), || {
+        let status = get_json(&cluster, &["get", "ds", "agent"])["status"].clone();
+        (status["currentNumberScheduled"] == 2).then_some(status)
+    });
+    assert_eq!(status["desiredNumberScheduled"], 2, "{status}");
+
+    // Tolerating the taint brings the third node in.
+    cluster.ok(&["patch", "ds", "agent", "--type=merge", "-p",
+        r#"{"spec":{"template":{"spec":{"tolerations":[{"key":"dedicated","operator":"Exists","effect":"NoSchedule"}]}}}}"#]);
+    let mut ip = 50;
+    eventually(&cluster, "a pod on all three nodes", Duration::from_secs(60), || {
+        kubelet_pass(&cluster, "app=agent", &mut ip);
+        let pods = live_pods(&cluster, "app=agent");
+        let mut nodes: Vec<&str> = pods.iter().map(|p| text(p, "/spec/nodeName")).collect();
+        nodes.sort();
+        let tolerant = pods
+            .iter()
+            .all(|p| p["spec"]["tolerations"].as_array().is_some_and(|t| t.iter().any(|t| t["key"] == "dedicated")));
+        (nodes == ["node-a", "node-b", "node-c"] && tolerant).then_some(())
+    });
+}
+
+#[test]
+fn node_without_heartbeats_becomes_unreachable() {
+    let cluster = Cluster::start();
+    let _kubelets = Heartbeats::start(&cluster, &[("alive", "disk: hdd")]);
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &node_yaml("silent", "disk: hdd"));
+    assert!(out.status.success());
+    let pinned = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: impatient}
+spec:
+  nodeName: silent
+  tolerations: [{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 1}]
+  containers: [{name: a, image: 127.0.0.1:5000/busybox:1}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: patient}
+spec:
+  nodeName: silent
+  containers: [{name: a, image: 127.0.0.1:5000/busybox:1}]
+"#;
+    assert!(cluster.kubectl_stdin(&["apply", "-f", "-"], pinned).status.success());
+    let node = eventually(&cluster, "the silent node unreachable", Duration::from_secs(75), || {
+        let node = get_json(&cluster, &["get", "node", "silent"]);
+        let tainted = node["spec"]["taints"].as_array().is_some_and(|t| {
+            t.iter().any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == "NoExecute")
+        });
+        tainted.then_some(node)
+    });
+    let ready = node["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("Unknown"), Some("NodeStatusUnknown")),
+        "{ready}"
+    );
+    let alive = get_json(&cluster, &["get", "node", "alive"]);
+    assert!(alive["spec"]["taints"].as_array().is_none_or(|t| t.is_empty()), "{alive}");
+    // A pod tolerating the taint for 1 s is evicted; one with the default 300 s stays.
+    eventually(&cluster, "the impatient pod evicted", Duration::from_secs(30), || {
+        deleting(&get_json(&cluster, &["get", "pod", "impatient"])).then_some(())
+    });
+    assert!(!deleting(&get_json(&cluster, &["get", "pod", "patient"])));
+    // Deleting the node lets the pod garbage collector remove what was left on it.
+    cluster.ok(&["delete", "node", "silent"]);
+    eventually(&cluster, "pods of the deleted node gone", Duration::from_secs(30), || {
+        let names: Vec<String> =
+            items(&cluster, &["get", "pods"]).iter().map(|p| text(p, "/metadata/name").to_string()).collect();
+        (!names.iter().any(|n| n == "impatient") && !names.iter().any(|n| n == "patient")).then_some(())
+    });
+    // The scheduler only uses the live node now.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: a, image: 127.0.0.1:5000/busybox:1}]\n";
+    assert!(cluster.kubectl_stdin(&["apply", "-f", "-"], pod).status.success());
+    let node = eventually(&cluster, "the pod bound", Duration::from_secs(30), || {
+        Some(text(&get_json(&cluster, &["get", "pod", "p"]), "/spec/nodeName").to_string()).filter(|n| !n.is_empty())
+    });
+    assert_eq!(node, "alive");
+}
+
+#[test]
+fn cronjob_creates_a_job_at_the_next_minute() {
+    let cluster = Cluster::start();
+    let cronjob = r#"
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: tick}
+spec:
+  schedule: "* * * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: OnFailure
+          containers: [{name: tick, image: 127.0.0.1:5000/busybox:1, command: [date]}]
+"#;
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], cronjob);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let spec = get_json(&cluster, &["get", "cronjob", "tick"])["spec"].clone();
+    assert_eq!(
+        (spec["concurrencyPolicy"].as_str(), spec["successfulJobsHistoryLimit"].as_i64()),
+        (Some("Allow"), Some(3))
+    );
+    let job = eventually(&cluster, "a job from the cronjob", Duration::from_secs(75), || {
+        items(&cluster, &["get", "jobs"]).into_iter().next()
+    });
+    let name = text(&job, "/metadata/name");
+    let minutes: i64 = name.strip_prefix("tick-").and_then(|m| m.parse().ok()).unwrap_or_default();
+    assert!((minutes * 60 - jiff::Timestamp::now().as_second()).abs() < 120, "{name}");
+    assert_eq!(text(&job, "/metadata/ownerReferences/0/kind"), "CronJob");
+    let status = eventually(&cluster, "cronjob status", Duration::from_secs(30), || {
+        let status = get_json(&cluster, &["get", "cronjob", "tick"])["status"].clone();
+        (status["active"][0]["name"] == name).then_some(status)
+    });
+    assert!(status["lastScheduleTime"].is_string(), "{status}");
+    // The job runs a pod like any other.
+    eventually(&cluster, "the job's pod", Duration::from_secs(30), || {
+        (!live_pods(&cluster, &format!("batch.kubernetes.io/job-name={name}")).is_empty()).then_some(())
+    });
+}
+
+#[test]
+fn indexed_job_completes_every_index_and_expires() {
+    let cluster = Cluster::start();
+    let _kubelets = Heartbeats::start(&cluster, NODES);
+    let job = r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: sim}
+spec:
+  completions: 3
+  parallelism: 2
+  completionMode: Indexed
+  ttlSecondsAfterFinished: 1
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: sim, image: 127.0.0.1:5000/busybox:1}]
+"#;
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], job);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let index = |p: &Value| text(p, "/metadata/annotations/batch.kubernetes.io~1job-completion-index").to_string();
+    let succeed = |pod: &Value| {
+        cluster.ok(&[
+            "patch",
+            "pod",
+            text(pod, "/metadata/name"),
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Succeeded"}}"#,
+        ]);
+    };
+    // Two at a time: indexes 0 and 1 first.
+    let pods = eventually(&cluster, "two indexed pods", Duration::from_secs(30), || {
+        let pods = live_pods(&cluster, "batch.kubernetes.io/job-name=sim");
+        (pods.len() == 2).then_some(pods)
+    });
+    let mut indexes: Vec<String> = pods.iter().map(index).collect();
+    indexes.sort();
+    assert_eq!(indexes, ["0", "1"]);
+    assert!(pods.iter().all(|p| text(p, "/spec/hostname") == format!("sim-{}", index(p))));
+    succeed(&pods[0]);
+    let third = eventually(&cluster, "the pod of index 2", Duration::from_secs(30), || {
+        live_pods(&cluster, "batch.kubernetes.io/job-name=sim").into_iter().find(|p| index(p) == "2")
+    });
+    eventually(&cluster, "the first completed index", Duration::from_secs(30), || {
+        let status = get_json(&cluster, &["get", "job", "sim"])["status"].clone();
+        (status["completedIndexes"] == index(&pods[0]) && status["succeeded"] == 1).then_some(())
+    });
+    succeed(&pods[1]);
+    succeed(&third);
+    cluster.ok(&["wait", "--for=condition=complete", "job/sim", "--timeout=30s"]);
+    // ttlSecondsAfterFinished: 1 — the job goes soon after.
+    eventually(&cluster, "the job deleted after its TTL", Duration::from_secs(30), || {
+        (!cluster.ok(&["get", "jobs", "-o", "name"]).contains("job.batch/sim")).then_some(())
+    });
+}
+
+#[test]
+fn paused_deployment_scales_but_does_not_roll_out() {
+    let cluster = Cluster::start();
+    let _kubelets = Heartbeats::start(&cluster, NODES);
+    let recreate = DEPLOYMENT.replace("replicas: 3", "replicas: 2\n  strategy: {type: Recreate}");
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &recreate);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut ip = 200;
+    rollout_completes(&cluster, &mut ip);
+    cluster.ok(&["rollout", "pause", "deployment/web"]);
+    cluster.ok(&["set", "image", "deployment/web", "web=127.0.0.1:5000/busybox:2"]);
+    cluster.ok(&["scale", "deployment/web", "--replicas=3"]);
+    eventually(&cluster, "3 pods of the old template", Duration::from_secs(30), || {
+        let deploy = get_json(&cluster, &["get", "deploy", "web"]);
+        let paused =
+            deploy["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["reason"] == "DeploymentPaused");
+        let pods = live_pods(&cluster, "app=web");
+        (paused && image_of_pods(&pods) == ["127.0.0.1:5000/busybox:1"; 3]).then_some(())
+    });
+    assert_eq!(items(&cluster, &["get", "rs", "-l", "app=web"]).len(), 1);
+    // Resumed, Recreate stops every old pod before any new one starts.
+    cluster.ok(&["rollout", "resume", "deployment/web"]);
+    let mut saw_new_with_old = false;
+    let mut child = kubectl_child(&cluster, &["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let deadline = Instant::now() + Duration::from_secs(70);
+    while child.try_wait().expect("rollout status").is_none() {
+        assert!(Instant::now() < deadline, "rollout status did not finish\n{}", cluster.log_tail());
+        let pods = items(&cluster, &["get", "pods", "-l", "app=web"]);
+        let images = image_of_pods(&pods);
+        saw_new_with_old |= images.iter().any(|i| i.ends_with(":1")) && images.iter().any(|i| i.ends_with(":2"));
+        kubelet_pass(&cluster, "app=web", &mut ip);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(child.wait().expect("rollout status").success());
+    assert!(!saw_new_with_old, "Recreate ran old and new pods together");
+    assert_eq!(image_of_pods(&live_pods(&cluster, "app=web")), ["127.0.0.1:5000/busybox:2"; 3]);
+}
