@@ -40,6 +40,7 @@ stop() {
     if ! pid=$(server_pid); then
         rm -f "$PIDFILE"
         echo "run: no kube server running for $DATA_DIR"
+        stop_pods
         return 0
     fi
     kill "$pid" 2>/dev/null || true
@@ -53,6 +54,25 @@ stop() {
     fi
     rm -f "$PIDFILE"
     echo "run: kube server (pid $pid) stopped"
+    stop_pods
+}
+
+# Containers outlive the server (as with k3s); stopping the cluster stops them
+# too: every process in the kubepods cgroups, then this data dir's mounts.
+stop_pods() {
+    local procs mnt n=0
+    for procs in /sys/fs/cgroup/pids/kubepods/*/*/cgroup.procs; do
+        [ -f "$procs" ] || continue
+        while read -r p; do
+            kill -9 "$p" 2>/dev/null && n=$((n + 1))
+        done <"$procs"
+    done
+    awk -v dir="$DATA_DIR/agent/" 'index($2, dir) == 1 {print $2}' /proc/mounts | sort -r |
+        while read -r mnt; do umount -l "$mnt" 2>/dev/null || true; done
+    for ctrl in /sys/fs/cgroup/*/kubepods; do
+        find "$ctrl" -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null || true
+    done
+    echo "run: stopped $n container processes"
 }
 
 fail_with_log() {
