@@ -820,3 +820,34 @@ fn paused_deployment_scales_but_does_not_roll_out() {
     assert!(!saw_new_with_old, "Recreate ran old and new pods together");
     assert_eq!(image_of_pods(&live_pods(&cluster, "app=web")), ["127.0.0.1:5000/busybox:2"; 3]);
 }
+
+#[test]
+fn disruption_budget_counts_healthy_pods() {
+    let cluster = Cluster::start();
+    let _kubelets = Heartbeats::start(&cluster, NODES);
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], DEPLOYMENT);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    cluster.ok(&["create", "poddisruptionbudget", "web", "--selector=app=web", "--min-available=2"]);
+    let budget = |cluster: &Cluster| get_json(cluster, &["get", "pdb", "web"])["status"].clone();
+    eventually(&cluster, "a budget with no healthy pods", Duration::from_secs(30), || {
+        let status = budget(&cluster);
+        (status["expectedPods"] == 3 && status["currentHealthy"] == 0 && status["disruptionsAllowed"] == 0)
+            .then_some(())
+    });
+    let mut ip = 150;
+    rollout_completes(&cluster, &mut ip);
+    let status = eventually(&cluster, "one disruption allowed", Duration::from_secs(30), || {
+        let status = budget(&cluster);
+        (status["currentHealthy"] == 3).then_some(status)
+    });
+    assert_eq!(
+        (status["desiredHealthy"].as_i64(), status["disruptionsAllowed"].as_i64()),
+        (Some(2), Some(1)),
+        "{status}"
+    );
+    let condition = &status["conditions"][0];
+    assert_eq!(
+        (condition["type"].as_str(), condition["reason"].as_str()),
+        (Some("DisruptionAllowed"), Some("SufficientPods"))
+    );
+}

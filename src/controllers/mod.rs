@@ -7,6 +7,7 @@ pub mod cron;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod events;
 pub mod garbage_collector;
@@ -54,6 +55,7 @@ pub fn start(ctx: Context, shutdown: CancellationToken) -> JoinSet<()> {
     tasks.spawn(daemonset::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(nodelifecycle::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(taint_eviction::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(disruption::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(podgc::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(statefulset::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(serviceaccount::run(ctx, shutdown));
