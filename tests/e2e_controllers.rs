@@ -851,3 +851,32 @@ fn disruption_budget_counts_healthy_pods() {
         (Some("DisruptionAllowed"), Some("SufficientPods"))
     );
 }
+
+#[test]
+fn scaling_mid_rollout_is_proportional() {
+    let cluster = Cluster::start();
+    let _kubelets = Heartbeats::start(&cluster, NODES);
+    let four =
+        DEPLOYMENT.replace("replicas: 3", "replicas: 4\n  strategy: {rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}");
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &four);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut ip = 10;
+    rollout_completes(&cluster, &mut ip);
+    let old = text(&items(&cluster, &["get", "rs", "-l", "app=web"])[0], "/metadata/name").to_string();
+    // The new pod never becomes ready: the rollout stalls at old 4 + new 1.
+    cluster.ok(&["set", "image", "deployment/web", "web=127.0.0.1:5000/busybox:2"]);
+    let sizes = |cluster: &Cluster| -> (i64, i64) {
+        let sets = items(cluster, &["get", "rs", "-l", "app=web"]);
+        let size = |old_one: bool| {
+            sets.iter()
+                .filter(|rs| (text(rs, "/metadata/name") == old) == old_one)
+                .map(|rs| rs["spec"]["replicas"].as_i64().unwrap_or(0))
+                .sum()
+        };
+        (size(true), size(false))
+    };
+    eventually(&cluster, "the stalled rollout", Duration::from_secs(30), || (sizes(&cluster) == (4, 1)).then_some(()));
+    cluster.ok(&["scale", "deployment/web", "--replicas=8"]);
+    // 9 allowed (8 + surge 1), shared 4:1 against the 5 they were sized for: 7 and 2.
+    eventually(&cluster, "proportional sizes", Duration::from_secs(30), || (sizes(&cluster) == (7, 2)).then_some(()));
+}
