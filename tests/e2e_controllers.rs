@@ -880,3 +880,35 @@ fn scaling_mid_rollout_is_proportional() {
     // 9 allowed (8 + surge 1), shared 4:1 against the 5 they were sized for: 7 and 2.
     eventually(&cluster, "proportional sizes", Duration::from_secs(30), || (sizes(&cluster) == (7, 2)).then_some(()));
 }
+
+#[test]
+fn controllers_hold_a_lease_and_lead_again_right_after_a_restart() {
+    let mut cluster = Cluster::start();
+    let holder = |cluster: &Cluster| {
+        let out = cluster.kubectl(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-system",
+            "kube-controller-manager",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = eventually(&cluster, "a lease holder", Duration::from_secs(30), || {
+        Some(holder(&cluster)).filter(|h| !h.is_empty())
+    });
+    cluster.restart();
+    // The stopped server released the lease: the new one leads without waiting 15 s for it to expire.
+    let started = Instant::now();
+    let second = eventually(&cluster, "a new lease holder", Duration::from_secs(30), || {
+        Some(holder(&cluster)).filter(|h| !h.is_empty() && *h != first)
+    });
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?} to lead again ({second})", started.elapsed());
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], DEPLOYMENT);
+    assert!(out.status.success());
+    eventually(&cluster, "replica set after the restart", Duration::from_secs(30), || {
+        (!items(&cluster, &["get", "rs", "-l", "app=web"]).is_empty()).then_some(())
+    });
+}
