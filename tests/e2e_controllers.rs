@@ -617,6 +617,21 @@ spec:
             .all(|p| p["spec"]["tolerations"].as_array().is_some_and(|t| t.iter().any(|t| t["key"] == "dedicated")));
         (nodes == ["node-a", "node-b", "node-c"] && tolerant).then_some(())
     });
+    eventually(&cluster, "every daemon pod ready", Duration::from_secs(30), || {
+        kubelet_pass(&cluster, "app=agent", &mut ip);
+        let status = get_json(&cluster, &["get", "ds", "agent"])["status"].clone();
+        (status["numberAvailable"] == 3 && status["updatedNumberScheduled"] == 3).then_some(())
+    });
+    cluster.ok(&["rollout", "status", "daemonset/agent", "--timeout=30s"]);
+    let history = cluster.ok(&["rollout", "history", "daemonset/agent"]);
+    let revisions: Vec<&str> =
+        history.lines().filter_map(|l| l.split_whitespace().next()).filter(|w| w.parse::<u32>().is_ok()).collect();
+    assert_eq!(revisions, ["1", "2"], "{history}");
+    // Node IPAM gave each node its own pod subnet.
+    let mut cidrs: Vec<String> =
+        items(&cluster, &["get", "nodes"]).iter().map(|n| text(n, "/spec/podCIDR").to_string()).collect();
+    cidrs.sort();
+    assert_eq!(cidrs, ["10.42.0.0/24", "10.42.1.0/24", "10.42.2.0/24"]);
 }
 
 #[test]

@@ -20,6 +20,7 @@ pub mod objects;
 pub mod podgc;
 pub mod queue;
 pub mod replicaset;
+pub mod revisions;
 pub mod rollout;
 pub mod scheduler;
 pub mod serviceaccount;
