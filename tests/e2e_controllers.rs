@@ -617,6 +617,21 @@ spec:
             .all(|p| p["spec"]["tolerations"].as_array().is_some_and(|t| t.iter().any(|t| t["key"] == "dedicated")));
         (nodes == ["node-a", "node-b", "node-c"] && tolerant).then_some(())
     });
+    eventually(&cluster, "every daemon pod ready", Duration::from_secs(30), || {
+        kubelet_pass(&cluster, "app=agent", &mut ip);
+        let status = get_json(&cluster, &["get", "ds", "agent"])["status"].clone();
+        (status["numberAvailable"] == 3 && status["updatedNumberScheduled"] == 3).then_some(())
+    });
+    cluster.ok(&["rollout", "status", "daemonset/agent", "--timeout=30s"]);
+    let history = cluster.ok(&["rollout", "history", "daemonset/agent"]);
+    let revisions: Vec<&str> =
+        history.lines().filter_map(|l| l.split_whitespace().next()).filter(|w| w.parse::<u32>().is_ok()).collect();
+    assert_eq!(revisions, ["1", "2"], "{history}");
+    // Node IPAM gave each node its own pod subnet.
+    let mut cidrs: Vec<String> =
+        items(&cluster, &["get", "nodes"]).iter().map(|n| text(n, "/spec/podCIDR").to_string()).collect();
+    cidrs.sort();
+    assert_eq!(cidrs, ["10.42.0.0/24", "10.42.1.0/24", "10.42.2.0/24"]);
 }
 
 #[test]
@@ -819,4 +834,96 @@ fn paused_deployment_scales_but_does_not_roll_out() {
     assert!(child.wait().expect("rollout status").success());
     assert!(!saw_new_with_old, "Recreate ran old and new pods together");
     assert_eq!(image_of_pods(&live_pods(&cluster, "app=web")), ["127.0.0.1:5000/busybox:2"; 3]);
+}
+
+#[test]
+fn disruption_budget_counts_healthy_pods() {
+    let cluster = Cluster::start();
+    let _kubelets = Heartbeats::start(&cluster, NODES);
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], DEPLOYMENT);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    cluster.ok(&["create", "poddisruptionbudget", "web", "--selector=app=web", "--min-available=2"]);
+    let budget = |cluster: &Cluster| get_json(cluster, &["get", "pdb", "web"])["status"].clone();
+    eventually(&cluster, "a budget with no healthy pods", Duration::from_secs(30), || {
+        let status = budget(&cluster);
+        (status["expectedPods"] == 3 && status["currentHealthy"] == 0 && status["disruptionsAllowed"] == 0)
+            .then_some(())
+    });
+    let mut ip = 150;
+    rollout_completes(&cluster, &mut ip);
+    let status = eventually(&cluster, "one disruption allowed", Duration::from_secs(30), || {
+        let status = budget(&cluster);
+        (status["currentHealthy"] == 3).then_some(status)
+    });
+    assert_eq!(
+        (status["desiredHealthy"].as_i64(), status["disruptionsAllowed"].as_i64()),
+        (Some(2), Some(1)),
+        "{status}"
+    );
+    let condition = &status["conditions"][0];
+    assert_eq!(
+        (condition["type"].as_str(), condition["reason"].as_str()),
+        (Some("DisruptionAllowed"), Some("SufficientPods"))
+    );
+}
+
+#[test]
+fn scaling_mid_rollout_is_proportional() {
+    let cluster = Cluster::start();
+    let _kubelets = Heartbeats::start(&cluster, NODES);
+    let four =
+        DEPLOYMENT.replace("replicas: 3", "replicas: 4\n  strategy: {rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}");
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &four);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut ip = 10;
+    rollout_completes(&cluster, &mut ip);
+    let old = text(&items(&cluster, &["get", "rs", "-l", "app=web"])[0], "/metadata/name").to_string();
+    // The new pod never becomes ready: the rollout stalls at old 4 + new 1.
+    cluster.ok(&["set", "image", "deployment/web", "web=127.0.0.1:5000/busybox:2"]);
+    let sizes = |cluster: &Cluster| -> (i64, i64) {
+        let sets = items(cluster, &["get", "rs", "-l", "app=web"]);
+        let size = |old_one: bool| {
+            sets.iter()
+                .filter(|rs| (text(rs, "/metadata/name") == old) == old_one)
+                .map(|rs| rs["spec"]["replicas"].as_i64().unwrap_or(0))
+                .sum()
+        };
+        (size(true), size(false))
+    };
+    eventually(&cluster, "the stalled rollout", Duration::from_secs(30), || (sizes(&cluster) == (4, 1)).then_some(()));
+    cluster.ok(&["scale", "deployment/web", "--replicas=8"]);
+    // 9 allowed (8 + surge 1), shared 4:1 against the 5 they were sized for: 7 and 2.
+    eventually(&cluster, "proportional sizes", Duration::from_secs(30), || (sizes(&cluster) == (7, 2)).then_some(()));
+}
+
+#[test]
+fn controllers_hold_a_lease_and_lead_again_right_after_a_restart() {
+    let mut cluster = Cluster::start();
+    let holder = |cluster: &Cluster| {
+        let out = cluster.kubectl(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-system",
+            "kube-controller-manager",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = eventually(&cluster, "a lease holder", Duration::from_secs(30), || {
+        Some(holder(&cluster)).filter(|h| !h.is_empty())
+    });
+    cluster.restart();
+    // The stopped server released the lease: the new one leads without waiting 15 s for it to expire.
+    let started = Instant::now();
+    let second = eventually(&cluster, "a new lease holder", Duration::from_secs(30), || {
+        Some(holder(&cluster)).filter(|h| !h.is_empty() && *h != first)
+    });
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?} to lead again ({second})", started.elapsed());
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], DEPLOYMENT);
+    assert!(out.status.success());
+    eventually(&cluster, "replica set after the restart", Duration::from_secs(30), || {
+        (!items(&cluster, &["get", "rs", "-l", "app=web"]).is_empty()).then_some(())
+    });
 }

@@ -8,7 +8,8 @@ use super::events::{self, NORMAL};
 use super::objects::{self, PODS, deleting, int_at, name, pod_active, pod_available, pod_ready, str_at};
 use super::queue::{self, Action, Key, Secondary, Wake};
 use super::replicaset::write_status;
-use super::rollout::{resolve, template_hash};
+use super::revisions::{self, REVISION_LABEL};
+use super::rollout::resolve;
 use super::scheduler::framework::{FILTERS, NodeInfo};
 use crate::server::error::ApiError;
 use serde_json::{Value, json};
@@ -19,7 +20,6 @@ use tokio_util::sync::CancellationToken;
 const DAEMONSETS: (&str, &str, &str) = ("apps", "v1", "daemonsets");
 const NODES: (&str, &str, &str) = ("", "v1", "nodes");
 const COMPONENT: &str = "daemonset-controller";
-const REVISION_LABEL: &str = "controller-revision-hash";
 
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
     let pods = Secondary { gvr: PODS, wakes: |pod| queue::wake_owner(pod, "DaemonSet") };
@@ -111,10 +111,9 @@ async fn reconcile(ctx: Context, (ns, ds_name): Key) -> Result<Action, ApiError>
     if deleting(&ds) {
         return Ok(Action::Done);
     }
-    let revision = template_hash(
-        ds.pointer("/spec/template").unwrap_or(&Value::Null),
-        int_at(&ds, "/status/collisionCount").filter(|c| *c > 0),
-    );
+    let history = revisions::owned(&ctx, &ds).await?;
+    let revision_name = revisions::ensure(&ctx, &ds, "DaemonSet", &history).await?;
+    let revision = revisions::current_hash(&ds);
     let owner_ref = objects::controller_ref(&ds, "apps/v1", "DaemonSet");
     let nodes = objects::list(&ctx, NODES, None).await?;
     let candidates = objects::list(&ctx, PODS, Some(&ns)).await?;
@@ -192,6 +191,7 @@ async fn reconcile(ctx: Context, (ns, ds_name): Key) -> Result<Action, ApiError>
         "observedGeneration": int_at(&ds, "/metadata/generation").unwrap_or(0),
     });
     write_status(&ctx, DAEMONSETS, &ds, status).await?;
+    revisions::prune(&ctx, &ds, &history, &[&revision_name]).await?;
     Ok(Action::Done)
 }
 

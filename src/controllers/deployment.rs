@@ -95,10 +95,24 @@ fn new_replica_set(deploy: &Value, hash: &str, replicas: i64, revision: i64, max
     })
 }
 
+/// maxSurge and maxUnavailable resolved; Recreate is (0, all).
+fn max_surge_unavailable(deploy: &Value, desired: i64) -> (i64, i64) {
+    if str_at(deploy, "/spec/strategy/type") == "Recreate" {
+        (0, desired)
+    } else {
+        rollout::surge_and_unavailable(deploy.pointer("/spec/strategy/rollingUpdate"), desired)
+    }
+}
+
+fn annotation(rs: &Value, key: &str) -> Option<i64> {
+    str_at(rs, &format!("/metadata/annotations/{}", key.replace('/', "~1"))).parse().ok()
+}
+
 async fn scale(ctx: &Context, deploy: &Value, rs: &Value, to: i64, revision_to: Option<i64>) -> Result<(), ApiError> {
     let from = int_at(rs, "/spec/replicas").unwrap_or(0);
-    let desired = int_at(deploy, "/spec/replicas").unwrap_or(1).to_string();
-    let mut annotations = json!({DESIRED: desired});
+    let desired = int_at(deploy, "/spec/replicas").unwrap_or(1);
+    let (surge, _) = max_surge_unavailable(deploy, desired);
+    let mut annotations = json!({DESIRED: desired.to_string(), MAX: (desired + surge).to_string()});
     if let Some(rev) = revision_to {
         annotations[REVISION] = json!(rev.to_string());
     }
@@ -137,11 +151,7 @@ async fn reconcile(ctx: Context, (ns, deploy_name): Key) -> Result<Action, ApiEr
     let desired = int_at(&deploy, "/spec/replicas").unwrap_or(1).max(0);
     let template = deploy.pointer("/spec/template").cloned().unwrap_or(json!({}));
     let strategy = str_at(&deploy, "/spec/strategy/type").to_string();
-    let (surge, unavailable) = if strategy == "Recreate" {
-        (0, desired)
-    } else {
-        rollout::surge_and_unavailable(deploy.pointer("/spec/strategy/rollingUpdate"), desired)
-    };
+    let (surge, unavailable) = max_surge_unavailable(&deploy, desired);
     let new_index =
         sets.iter().position(|rs| without_hash(rs.pointer("/spec/template")) == without_hash(Some(&template)));
     let max_revision = sets.iter().map(revision).max().unwrap_or(0);
@@ -161,6 +171,29 @@ async fn reconcile(ctx: Context, (ns, deploy_name): Key) -> Result<Action, ApiEr
             })
         };
         let new_set = new.as_ref().map(set_of).unwrap_or(Set { replicas: 0, available: 0 });
+        // A scaling event mid-rollout (upstream `isScalingEvent`): spread the change, roll on next time.
+        let mut all: Vec<&Value> = olds.iter().chain(new.as_ref()).collect();
+        all.retain(|rs| int_at(rs, "/spec/replicas").unwrap_or(0) > 0);
+        let scaling = strategy != "Recreate"
+            && new.is_some()
+            && all.len() > 1
+            && all.iter().any(|rs| annotation(rs, DESIRED) != Some(desired));
+        if scaling {
+            let sized: Vec<rollout::Sized> = all
+                .iter()
+                .map(|rs| rollout::Sized {
+                    replicas: int_at(rs, "/spec/replicas").unwrap_or(0),
+                    max_replicas: annotation(rs, MAX),
+                })
+                .collect();
+            let current = int_at(&deploy, "/status/replicas").unwrap_or(0);
+            let sizes = rollout::proportional(desired, surge, &sized, current);
+            tracing::info!(deployment = %deploy_name, namespace = %ns, ?sizes, "scaling proportionally mid-rollout");
+            for (rs, size) in all.iter().zip(sizes) {
+                scale(&ctx, &deploy, rs, size, None).await?;
+            }
+            return Ok(Action::RequeueAfter(Duration::from_millis(100)));
+        }
         // Recreate: the old pods must all be gone before the new set grows.
         let target_new = if strategy == "Recreate" {
             if old_sets.iter().any(|s| s.replicas > 0) || old_running { 0 } else { desired }

@@ -7,16 +7,20 @@ pub mod cron;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod events;
 pub mod garbage_collector;
 pub mod job;
+pub mod leader;
 pub mod namespace;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod objects;
 pub mod podgc;
 pub mod queue;
 pub mod replicaset;
+pub mod revisions;
 pub mod rollout;
 pub mod scheduler;
 pub mod serviceaccount;
@@ -38,8 +42,16 @@ pub struct Context {
     pub ca_pem: String,
 }
 
-/// Starts every controller; they stop when `shutdown` is cancelled.
+/// Starts leader election; the leader runs every controller. All stop when
+/// `shutdown` is cancelled.
 pub fn start(ctx: Context, shutdown: CancellationToken) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
+    tasks.spawn(leader::run(ctx, shutdown, start_all));
+    tasks
+}
+
+/// Starts every controller (on the leader); they stop when `shutdown` is cancelled.
+fn start_all(ctx: Context, shutdown: CancellationToken) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     tasks.spawn(namespace::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(garbage_collector::run(ctx.clone(), shutdown.clone()));
@@ -52,8 +64,10 @@ pub fn start(ctx: Context, shutdown: CancellationToken) -> JoinSet<()> {
     tasks.spawn(replicaset::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(scheduler::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(daemonset::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(nodeipam::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(nodelifecycle::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(taint_eviction::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(disruption::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(podgc::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(statefulset::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(serviceaccount::run(ctx, shutdown));

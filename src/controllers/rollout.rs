@@ -132,6 +132,57 @@ pub fn old_replicas(desired: i64, unavailable: i64, new: Set, olds: &[Set]) -> V
     sizes
 }
 
+/// A replica set in a proportional scale: its size and its
+/// `deployment.kubernetes.io/max-replicas` annotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sized {
+    pub replicas: i64,
+    pub max_replicas: Option<i64>,
+}
+
+/// Upstream's proportional scaling of a deployment scaled mid-rollout: the
+/// active sets share the change in proportion to their sizes (against the
+/// size they were made for), the remainder going to the largest. `sets` are
+/// ordered oldest first; `current_total` stands in for a missing annotation.
+pub fn proportional(desired: i64, surge: i64, sets: &[Sized], current_total: i64) -> Vec<i64> {
+    let mut sizes: Vec<i64> = sets.iter().map(|s| s.replicas).collect();
+    let total: i64 = sizes.iter().filter(|s| **s > 0).sum();
+    let allowed = desired + surge;
+    let to_add = allowed - total;
+    if to_add == 0 {
+        return sizes;
+    }
+    // Largest first; ties go to the newer set when growing, the older when shrinking.
+    let mut order: Vec<usize> = (0..sets.len()).collect();
+    order.sort_by(|a, b| {
+        let by_size = sets[*b].replicas.cmp(&sets[*a].replicas);
+        if to_add > 0 { by_size.then(b.cmp(a)) } else { by_size.then(a.cmp(b)) }
+    });
+    let mut added = 0;
+    for &i in &order {
+        let set = sets[i];
+        if set.replicas == 0 || added == to_add {
+            continue;
+        }
+        let fraction = if desired == 0 {
+            -set.replicas
+        } else {
+            let max = set.max_replicas.filter(|m| *m > 0).unwrap_or(current_total.max(1));
+            // Rounded like Go's math.Round on the float ratio.
+            let scaled = (set.replicas as f64 * allowed as f64 / max as f64).round() as i64;
+            scaled - set.replicas
+        };
+        let room = to_add - added;
+        let proportion = if to_add > 0 { fraction.min(room) } else { fraction.max(room) };
+        sizes[i] += proportion;
+        added += proportion;
+    }
+    if let Some(&first) = order.first() {
+        sizes[first] = (sizes[first] + to_add - added).max(0);
+    }
+    sizes.iter().map(|s| (*s).max(0)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +224,21 @@ mod tests {
         // Scaling an up-to-date deployment moves the new set straight to the target.
         assert_eq!(new_replicas(5, 1, Set { replicas: 3, available: 3 }, &[]), 5);
         assert_eq!(new_replicas(1, 1, Set { replicas: 3, available: 3 }, &[]), 1);
+    }
+
+    #[test]
+    fn scaling_mid_rollout_is_proportional() {
+        // 10 replicas, surge 3: old 8 and new 5 (max 13), scaled to 20 (max 25).
+        let sets = [Sized { replicas: 8, max_replicas: Some(13) }, Sized { replicas: 5, max_replicas: Some(13) }];
+        let sizes = proportional(20, 5, &sets, 13);
+        assert_eq!(sizes.iter().sum::<i64>(), 25);
+        assert_eq!(sizes, [15, 10]);
+        // Scaling down to 5 (max 7, surge 2).
+        let sizes = proportional(5, 2, &sets, 13);
+        assert_eq!(sizes.iter().sum::<i64>(), 7);
+        assert_eq!(sizes, [4, 3]);
+        // Nothing to do when the total already fits.
+        assert_eq!(proportional(10, 3, &sets, 13), [8, 5]);
     }
 
     #[test]

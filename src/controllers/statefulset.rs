@@ -9,7 +9,7 @@ use super::events::{self, NORMAL};
 use super::objects::{self, PODS, deleting, int_at, name, pod_active, pod_available, pod_ready, str_at};
 use super::queue::{self, Action, Key, Secondary};
 use super::replicaset::write_status;
-use super::rollout::template_hash;
+use super::revisions::{self, REVISION_LABEL};
 use crate::server::error::ApiError;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -17,10 +17,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const STATEFULSETS: (&str, &str, &str) = ("apps", "v1", "statefulsets");
-const REVISIONS: (&str, &str, &str) = ("apps", "v1", "controllerrevisions");
 const CLAIMS: (&str, &str, &str) = ("", "v1", "persistentvolumeclaims");
 const COMPONENT: &str = "statefulset-controller";
-pub const REVISION_LABEL: &str = "controller-revision-hash";
 const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 
@@ -113,28 +111,6 @@ pub fn step(
     Step::Nothing
 }
 
-/// Ensures the ControllerRevision of the current template; returns its name.
-async fn ensure_revision(ctx: &Context, sts: &Value, revisions: &[Value]) -> Result<String, ApiError> {
-    let template = sts.pointer("/spec/template").cloned().unwrap_or(json!({}));
-    let hash = template_hash(&template, int_at(sts, "/status/collisionCount").filter(|c| *c > 0));
-    let revision_name = format!("{}-{hash}", name(sts));
-    if revisions.iter().any(|r| name(r) == revision_name) {
-        return Ok(revision_name);
-    }
-    let next = revisions.iter().filter_map(|r| int_at(r, "/revision")).max().unwrap_or(0) + 1;
-    let mut labels = sts.pointer("/spec/selector/matchLabels").cloned().unwrap_or(json!({}));
-    labels[REVISION_LABEL] = json!(revision_name);
-    let revision = json!({"apiVersion": "apps/v1", "kind": "ControllerRevision",
-        "metadata": {"name": revision_name, "namespace": str_at(sts, "/metadata/namespace"), "labels": labels,
-            "ownerReferences": [objects::controller_ref(sts, "apps/v1", "StatefulSet")]},
-        "data": {"spec": {"template": template}}, "revision": next});
-    let path = objects::path(ctx, REVISIONS, Some(str_at(sts, "/metadata/namespace")), None, None)?;
-    match ctx.client.create(&path, revision).await {
-        Ok(_) | Err(ApiError { code: 409, .. }) => Ok(revision_name),
-        Err(err) => Err(err),
-    }
-}
-
 async fn ensure_claims(ctx: &Context, sts: &Value, pod_name: &str) -> Result<(), ApiError> {
     let ns = str_at(sts, "/metadata/namespace");
     for template in sts.pointer("/spec/volumeClaimTemplates").and_then(Value::as_array).into_iter().flatten() {
@@ -163,12 +139,8 @@ async fn reconcile(ctx: Context, (ns, set): Key) -> Result<Action, ApiError> {
         return Ok(Action::Done);
     }
     let owner_ref = objects::controller_ref(&sts, "apps/v1", "StatefulSet");
-    let revisions: Vec<Value> = objects::list(&ctx, REVISIONS, Some(&ns))
-        .await?
-        .into_iter()
-        .filter(|r| objects::controller_uid(r) == Some(objects::uid(&sts)))
-        .collect();
-    let update_revision = ensure_revision(&ctx, &sts, &revisions).await?;
+    let history = revisions::owned(&ctx, &sts).await?;
+    let update_revision = revisions::ensure(&ctx, &sts, "StatefulSet", &history).await?;
     let candidates = objects::list(&ctx, PODS, Some(&ns)).await?;
     let owned = objects::claim(&ctx, PODS, &sts, &owner_ref, candidates).await?;
     let replicas = int_at(&sts, "/spec/replicas").unwrap_or(1).max(0);
@@ -241,27 +213,8 @@ async fn reconcile(ctx: Context, (ns, set): Key) -> Result<Action, ApiError> {
         "collisionCount": int_at(&sts, "/status/collisionCount").unwrap_or(0),
     });
     write_status(&ctx, STATEFULSETS, &sts, status).await?;
-    prune_revisions(&ctx, &sts, &revisions, &current_revision, &update_revision).await?;
+    revisions::prune(&ctx, &sts, &history, &[&current_revision, &update_revision]).await?;
     Ok(Action::Done)
-}
-
-/// Deletes the oldest ControllerRevisions beyond `revisionHistoryLimit`.
-async fn prune_revisions(
-    ctx: &Context,
-    sts: &Value,
-    revisions: &[Value],
-    current: &str,
-    update: &str,
-) -> Result<(), ApiError> {
-    let limit = int_at(sts, "/spec/revisionHistoryLimit").unwrap_or(10).max(0) as usize;
-    let mut old: Vec<&Value> = revisions.iter().filter(|r| name(r) != current && name(r) != update).collect();
-    old.sort_by_key(|r| int_at(r, "/revision").unwrap_or(0));
-    let excess = old.len().saturating_sub(limit);
-    for revision in old.into_iter().take(excess) {
-        let path = objects::path(ctx, REVISIONS, Some(str_at(sts, "/metadata/namespace")), Some(name(revision)), None)?;
-        objects::ignore_gone(ctx.client.delete(&path, None).await)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
