@@ -19,7 +19,7 @@ const COMPONENT: &str = "job-controller";
 pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
 
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
-    let pods = Secondary { gvr: PODS, wakes: |pod| queue::wake_owner(pod, "Job") };
+    let pods = Secondary { gvr: PODS, wakes: |pod| queue::wake_owner(pod, "Job"), deletions_only: false };
     queue::run_with(ctx, shutdown, "job", JOBS, &[pods], Duration::from_secs(30), reconcile).await;
 }
 

@@ -18,7 +18,7 @@ const COMPONENT: &str = "replicaset-controller";
 const BURST: usize = 500;
 
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
-    let pods = Secondary { gvr: PODS, wakes: |pod| queue::wake_owner(pod, "ReplicaSet") };
+    let pods = Secondary { gvr: PODS, wakes: |pod| queue::wake_owner(pod, "ReplicaSet"), deletions_only: false };
     queue::run_with(ctx, shutdown, "replicaset", REPLICASETS, &[pods], Duration::from_secs(30), reconcile).await;
 }
 
