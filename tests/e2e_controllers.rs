@@ -927,3 +927,68 @@ fn controllers_hold_a_lease_and_lead_again_right_after_a_restart() {
         (!items(&cluster, &["get", "rs", "-l", "app=web"]).is_empty()).then_some(())
     });
 }
+
+#[test]
+fn replica_sets_and_replication_controllers_adopt_and_release_pods() {
+    let cluster = Cluster::start();
+    let _kubelets = Heartbeats::start(&cluster, NODES);
+    let orphans = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: stray-rs, labels: {app: rs}}
+spec:
+  containers: [{name: a, image: 127.0.0.1:5000/busybox:1}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: stray-rc, labels: {app: rc}}
+spec:
+  containers: [{name: a, image: 127.0.0.1:5000/busybox:1}]
+"#;
+    assert!(cluster.kubectl_stdin(&["apply", "-f", "-"], orphans).status.success());
+    let owners = r#"
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: rs}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: rs}}
+  template:
+    metadata: {labels: {app: rs}}
+    spec:
+      containers: [{name: a, image: 127.0.0.1:5000/busybox:1}]
+---
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: rc}
+spec:
+  replicas: 2
+  selector: {app: rc}
+  template:
+    metadata: {labels: {app: rc}}
+    spec:
+      containers: [{name: a, image: 127.0.0.1:5000/busybox:1}]
+"#;
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], owners);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (app, kind) in [("rs", "ReplicaSet"), ("rc", "ReplicationController")] {
+        let pods = eventually(&cluster, &format!("two pods of {kind}"), Duration::from_secs(30), || {
+            let pods = live_pods(&cluster, &format!("app={app}"));
+            (pods.len() == 2 && pods.iter().all(|p| text(p, "/metadata/ownerReferences/0/kind") == kind))
+                .then_some(pods)
+        });
+        assert!(pods.iter().any(|p| text(p, "/metadata/name") == format!("stray-{app}")), "the orphan was adopted");
+        // A pod relabelled out of the selector is released and replaced.
+        cluster.ok(&["label", "pod", &format!("stray-{app}"), &format!("app={app}-debug"), "--overwrite"]);
+        eventually(&cluster, &format!("the released pod replaced ({kind})"), Duration::from_secs(30), || {
+            let released = get_json(&cluster, &["get", "pod", &format!("stray-{app}")]);
+            let pods = live_pods(&cluster, &format!("app={app}"));
+            (released["metadata"]["ownerReferences"].as_array().is_none_or(|r| r.is_empty()) && pods.len() == 2)
+                .then_some(())
+        });
+    }
+    eventually(&cluster, "the RC's status", Duration::from_secs(30), || {
+        let rc = get_json(&cluster, &["get", "rc", "rc"]);
+        (rc["status"]["replicas"] == 2 && rc["status"]["observedGeneration"] == 1).then_some(())
+    });
+}

@@ -62,6 +62,7 @@ fn start_all(ctx: Context, shutdown: CancellationToken) -> JoinSet<()> {
     tasks.spawn(endpoints::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(endpoints::run_slices(ctx.clone(), shutdown.clone()));
     tasks.spawn(replicaset::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(replicaset::run_replication_controllers(ctx.clone(), shutdown.clone()));
     tasks.spawn(scheduler::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(daemonset::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(nodeipam::run(ctx.clone(), shutdown.clone()));
