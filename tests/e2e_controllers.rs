@@ -992,3 +992,56 @@ spec:
         (rc["status"]["replicas"] == 2 && rc["status"]["observedGeneration"] == 1).then_some(())
     });
 }
+
+#[test]
+fn pod_failure_policy_fails_a_job_early() {
+    let cluster = Cluster::start();
+    let _kubelets = Heartbeats::start(&cluster, NODES);
+    let job = r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: strict}
+spec:
+  backoffLimit: 6
+  podFailurePolicy:
+    rules:
+    - action: FailJob
+      onExitCodes: {containerName: main, operator: In, values: [42]}
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: main, image: 127.0.0.1:5000/busybox:1}]
+"#;
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], job);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pod = eventually(&cluster, "the job's pod", Duration::from_secs(30), || {
+        live_pods(&cluster, "batch.kubernetes.io/job-name=strict").into_iter().next()
+    });
+    let failed = json!({"status": {"phase": "Failed", "containerStatuses": [{"name": "main", "image": "x", "imageID": "",
+        "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 42, "reason": "Error"}}}]}});
+    cluster.ok(&[
+        "patch",
+        "pod",
+        text(&pod, "/metadata/name"),
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &failed.to_string(),
+    ]);
+    cluster.ok(&["wait", "--for=condition=failed", "job/strict", "--timeout=30s"]);
+    let job = get_json(&cluster, &["get", "job", "strict"]);
+    let condition = job["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Failed")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(condition["reason"], "PodFailurePolicy", "{condition}");
+    assert!(
+        text(&condition, "/message").contains("failed with exit code 42 matching FailJob rule at index 0"),
+        "{condition}"
+    );
+    // No replacement pod was started.
+    assert_eq!(items(&cluster, &["get", "pods", "-l", "batch.kubernetes.io/job-name=strict"]).len(), 1);
+}

@@ -17,6 +17,7 @@ pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod objects;
+pub mod podfailurepolicy;
 pub mod podgc;
 pub mod queue;
 pub mod replicaset;
