@@ -20,9 +20,11 @@ metadata: {{name: {name}, labels: {{kubernetes.io/hostname: {name}, {labels}}}}}
 status:
   capacity: {{cpu: "4", memory: 8Gi, pods: "110"}}
   allocatable: {{cpu: "4", memory: 8Gi, pods: "110"}}
+  addresses: [{{type: InternalIP, address: 192.168.77.{host}}}, {{type: Hostname, address: {name}}}]
   conditions:
   - {{type: Ready, status: "True", reason: KubeletReady, message: kubelet is posting ready status, lastHeartbeatTime: "{now}"}}
-"#
+"#,
+        host = name.bytes().last().unwrap_or(1) % 250
     )
 }
 
@@ -430,6 +432,17 @@ spec:
     assert_eq!(subset["ports"][0]["port"], 8080);
     let table = cluster.ok(&["get", "endpoints", "api"]);
     assert!(table.contains("10.42.1.10:8080"), "{table}");
+
+    // As a LoadBalancer, the service is reachable on every Ready node's address.
+    cluster.ok(&["patch", "service", "api", "--type=merge", "-p", r#"{"spec":{"type":"LoadBalancer"}}"#]);
+    let ingress = eventually(&cluster, "load balancer ingress", Duration::from_secs(30), || {
+        let svc = get_json(&cluster, &["get", "service", "api"]);
+        svc["status"]["loadBalancer"]["ingress"].as_array().cloned().filter(|i| i.len() == 2)
+    });
+    let ips: Vec<&str> = ingress.iter().filter_map(|i| i["ip"].as_str()).collect();
+    assert_eq!(ips, ["192.168.77.97", "192.168.77.98"]);
+    let table = cluster.ok(&["get", "service", "api"]);
+    assert!(table.contains("192.168.77.97,192.168.77.98"), "{table}");
 
     let slice = eventually(&cluster, "an endpoint slice", Duration::from_secs(30), || {
         items(&cluster, &["get", "endpointslices", "-l", "kubernetes.io/service-name=api"])

@@ -25,6 +25,7 @@ pub mod revisions;
 pub mod rollout;
 pub mod scheduler;
 pub mod serviceaccount;
+pub mod servicelb;
 pub mod statefulset;
 pub mod taint_eviction;
 pub mod ttl_after_finished;
@@ -61,6 +62,7 @@ fn start_all(ctx: Context, shutdown: CancellationToken) -> JoinSet<()> {
     tasks.spawn(cronjob::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(ttl_after_finished::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(endpoints::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(servicelb::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(endpoints::run_slices(ctx.clone(), shutdown.clone()));
     tasks.spawn(replicaset::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(replicaset::run_replication_controllers(ctx.clone(), shutdown.clone()));
