@@ -20,9 +20,11 @@ metadata: {{name: {name}, labels: {{kubernetes.io/hostname: {name}, {labels}}}}}
 status:
   capacity: {{cpu: "4", memory: 8Gi, pods: "110"}}
   allocatable: {{cpu: "4", memory: 8Gi, pods: "110"}}
+  addresses: [{{type: InternalIP, address: 192.168.77.{host}}}, {{type: Hostname, address: {name}}}]
   conditions:
   - {{type: Ready, status: "True", reason: KubeletReady, message: kubelet is posting ready status, lastHeartbeatTime: "{now}"}}
-"#
+"#,
+        host = name.bytes().last().unwrap_or(1) % 250
     )
 }
 
@@ -430,6 +432,17 @@ spec:
     assert_eq!(subset["ports"][0]["port"], 8080);
     let table = cluster.ok(&["get", "endpoints", "api"]);
     assert!(table.contains("10.42.1.10:8080"), "{table}");
+
+    // As a LoadBalancer, the service is reachable on every Ready node's address.
+    cluster.ok(&["patch", "service", "api", "--type=merge", "-p", r#"{"spec":{"type":"LoadBalancer"}}"#]);
+    let ingress = eventually(&cluster, "load balancer ingress", Duration::from_secs(30), || {
+        let svc = get_json(&cluster, &["get", "service", "api"]);
+        svc["status"]["loadBalancer"]["ingress"].as_array().cloned().filter(|i| i.len() == 2)
+    });
+    let ips: Vec<&str> = ingress.iter().filter_map(|i| i["ip"].as_str()).collect();
+    assert_eq!(ips, ["192.168.77.97", "192.168.77.98"]);
+    let table = cluster.ok(&["get", "service", "api"]);
+    assert!(table.contains("192.168.77.97,192.168.77.98"), "{table}");
 
     let slice = eventually(&cluster, "an endpoint slice", Duration::from_secs(30), || {
         items(&cluster, &["get", "endpointslices", "-l", "kubernetes.io/service-name=api"])
@@ -926,4 +939,122 @@ fn controllers_hold_a_lease_and_lead_again_right_after_a_restart() {
     eventually(&cluster, "replica set after the restart", Duration::from_secs(30), || {
         (!items(&cluster, &["get", "rs", "-l", "app=web"]).is_empty()).then_some(())
     });
+}
+
+#[test]
+fn replica_sets_and_replication_controllers_adopt_and_release_pods() {
+    let cluster = Cluster::start();
+    let _kubelets = Heartbeats::start(&cluster, NODES);
+    let orphans = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: stray-rs, labels: {app: rs}}
+spec:
+  containers: [{name: a, image: 127.0.0.1:5000/busybox:1}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: stray-rc, labels: {app: rc}}
+spec:
+  containers: [{name: a, image: 127.0.0.1:5000/busybox:1}]
+"#;
+    assert!(cluster.kubectl_stdin(&["apply", "-f", "-"], orphans).status.success());
+    let owners = r#"
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: rs}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: rs}}
+  template:
+    metadata: {labels: {app: rs}}
+    spec:
+      containers: [{name: a, image: 127.0.0.1:5000/busybox:1}]
+---
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: rc}
+spec:
+  replicas: 2
+  selector: {app: rc}
+  template:
+    metadata: {labels: {app: rc}}
+    spec:
+      containers: [{name: a, image: 127.0.0.1:5000/busybox:1}]
+"#;
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], owners);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (app, kind) in [("rs", "ReplicaSet"), ("rc", "ReplicationController")] {
+        let pods = eventually(&cluster, &format!("two pods of {kind}"), Duration::from_secs(30), || {
+            let pods = live_pods(&cluster, &format!("app={app}"));
+            (pods.len() == 2 && pods.iter().all(|p| text(p, "/metadata/ownerReferences/0/kind") == kind))
+                .then_some(pods)
+        });
+        assert!(pods.iter().any(|p| text(p, "/metadata/name") == format!("stray-{app}")), "the orphan was adopted");
+        // A pod relabelled out of the selector is released and replaced.
+        cluster.ok(&["label", "pod", &format!("stray-{app}"), &format!("app={app}-debug"), "--overwrite"]);
+        eventually(&cluster, &format!("the released pod replaced ({kind})"), Duration::from_secs(30), || {
+            let released = get_json(&cluster, &["get", "pod", &format!("stray-{app}")]);
+            let pods = live_pods(&cluster, &format!("app={app}"));
+            (released["metadata"]["ownerReferences"].as_array().is_none_or(|r| r.is_empty()) && pods.len() == 2)
+                .then_some(())
+        });
+    }
+    eventually(&cluster, "the RC's status", Duration::from_secs(30), || {
+        let rc = get_json(&cluster, &["get", "rc", "rc"]);
+        (rc["status"]["replicas"] == 2 && rc["status"]["observedGeneration"] == 1).then_some(())
+    });
+}
+
+#[test]
+fn pod_failure_policy_fails_a_job_early() {
+    let cluster = Cluster::start();
+    let _kubelets = Heartbeats::start(&cluster, NODES);
+    let job = r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: strict}
+spec:
+  backoffLimit: 6
+  podFailurePolicy:
+    rules:
+    - action: FailJob
+      onExitCodes: {containerName: main, operator: In, values: [42]}
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: main, image: 127.0.0.1:5000/busybox:1}]
+"#;
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], job);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pod = eventually(&cluster, "the job's pod", Duration::from_secs(30), || {
+        live_pods(&cluster, "batch.kubernetes.io/job-name=strict").into_iter().next()
+    });
+    let failed = json!({"status": {"phase": "Failed", "containerStatuses": [{"name": "main", "image": "x", "imageID": "",
+        "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 42, "reason": "Error"}}}]}});
+    cluster.ok(&[
+        "patch",
+        "pod",
+        text(&pod, "/metadata/name"),
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &failed.to_string(),
+    ]);
+    cluster.ok(&["wait", "--for=condition=failed", "job/strict", "--timeout=30s"]);
+    let job = get_json(&cluster, &["get", "job", "strict"]);
+    let condition = job["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Failed")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(condition["reason"], "PodFailurePolicy", "{condition}");
+    assert!(
+        text(&condition, "/message").contains("failed with exit code 42 matching FailJob rule at index 0"),
+        "{condition}"
+    );
+    // No replacement pod was started.
+    assert_eq!(items(&cluster, &["get", "pods", "-l", "batch.kubernetes.io/job-name=strict"]).len(), 1);
 }

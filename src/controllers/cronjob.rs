@@ -22,7 +22,7 @@ const COMPONENT: &str = "cronjob-controller";
 const SCHEDULED_AT: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
 
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
-    let jobs = Secondary { gvr: JOBS, wakes: |job| queue::wake_owner(job, "CronJob") };
+    let jobs = Secondary { gvr: JOBS, wakes: |job| queue::wake_owner(job, "CronJob"), deletions_only: false };
     queue::run_with(ctx, shutdown, "cronjob", CRONJOBS, &[jobs], Duration::from_secs(60), reconcile).await;
 }
 

@@ -22,8 +22,8 @@ const NODES: (&str, &str, &str) = ("", "v1", "nodes");
 const COMPONENT: &str = "daemonset-controller";
 
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
-    let pods = Secondary { gvr: PODS, wakes: |pod| queue::wake_owner(pod, "DaemonSet") };
-    let nodes = Secondary { gvr: NODES, wakes: |_| vec![Wake::All] };
+    let pods = Secondary { gvr: PODS, wakes: |pod| queue::wake_owner(pod, "DaemonSet"), deletions_only: false };
+    let nodes = Secondary { gvr: NODES, wakes: |_| vec![Wake::All], deletions_only: false };
     queue::run_with(ctx, shutdown, "daemonset", DAEMONSETS, &[pods, nodes], Duration::from_secs(30), reconcile).await;
 }
 

@@ -22,8 +22,8 @@ const DESIRED: &str = "deployment.kubernetes.io/desired-replicas";
 const MAX: &str = "deployment.kubernetes.io/max-replicas";
 
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
-    let sets = Secondary { gvr: REPLICASETS, wakes: |rs| queue::wake_owner(rs, "Deployment") };
-    let pods = Secondary { gvr: PODS, wakes: wake_for_pod };
+    let sets = Secondary { gvr: REPLICASETS, wakes: |rs| queue::wake_owner(rs, "Deployment"), deletions_only: false };
+    let pods = Secondary { gvr: PODS, wakes: wake_for_pod, deletions_only: false };
     queue::run_with(ctx, shutdown, "deployment", DEPLOYMENTS, &[sets, pods], Duration::from_secs(30), reconcile).await;
 }
 

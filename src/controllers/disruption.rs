@@ -21,7 +21,7 @@ fn wake_namespace(pod: &Value) -> Vec<Wake> {
 }
 
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
-    let pods = Secondary { gvr: PODS, wakes: wake_namespace };
+    let pods = Secondary { gvr: PODS, wakes: wake_namespace, deletions_only: false };
     queue::run_with(ctx, shutdown, "disruption", BUDGETS, &[pods], Duration::from_secs(30), reconcile).await;
 }
 

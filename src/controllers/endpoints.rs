@@ -25,12 +25,12 @@ fn wake_namespace(pod: &Value) -> Vec<Wake> {
 }
 
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
-    let pods = Secondary { gvr: PODS, wakes: wake_namespace };
+    let pods = Secondary { gvr: PODS, wakes: wake_namespace, deletions_only: false };
     queue::run_with(ctx, shutdown, "endpoints", SERVICES, &[pods], Duration::from_secs(30), reconcile).await;
 }
 
 pub async fn run_slices(ctx: Context, shutdown: CancellationToken) {
-    let pods = Secondary { gvr: PODS, wakes: wake_namespace };
+    let pods = Secondary { gvr: PODS, wakes: wake_namespace, deletions_only: false };
     queue::run_with(ctx, shutdown, "endpointslice", SERVICES, &[pods], Duration::from_secs(30), reconcile_slices).await;
 }
 

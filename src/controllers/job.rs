@@ -6,6 +6,7 @@
 use super::Context;
 use super::events::{self, NORMAL, WARNING};
 use super::objects::{self, PODS, condition, deleting, int_at, name, pod_active, pod_ready, str_at};
+use super::podfailurepolicy::{self, Verdict};
 use super::queue::{self, Action, Key, Secondary};
 use super::replicaset::{pod_from_template, write_status};
 use crate::server::error::ApiError;
@@ -19,7 +20,7 @@ const COMPONENT: &str = "job-controller";
 pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
 
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
-    let pods = Secondary { gvr: PODS, wakes: |pod| queue::wake_owner(pod, "Job") };
+    let pods = Secondary { gvr: PODS, wakes: |pod| queue::wake_owner(pod, "Job"), deletions_only: false };
     queue::run_with(ctx, shutdown, "job", JOBS, &[pods], Duration::from_secs(30), reconcile).await;
 }
 
@@ -38,7 +39,7 @@ pub enum Next {
     Complete,
     Fail {
         reason: &'static str,
-        message: &'static str,
+        message: String,
     },
 }
 
@@ -46,12 +47,18 @@ pub enum Next {
 pub fn next(job: &Value, active: i64, succeeded: i64, failed: i64, elapsed: Option<i64>) -> Next {
     let backoff = int_at(job, "/spec/backoffLimit").unwrap_or(6);
     if failed > backoff {
-        return Next::Fail { reason: "BackoffLimitExceeded", message: "Job has reached the specified backoff limit" };
+        return Next::Fail {
+            reason: "BackoffLimitExceeded",
+            message: "Job has reached the specified backoff limit".into(),
+        };
     }
     if let (Some(deadline), Some(elapsed)) = (int_at(job, "/spec/activeDeadlineSeconds"), elapsed)
         && elapsed >= deadline
     {
-        return Next::Fail { reason: "DeadlineExceeded", message: "Job was active longer than specified deadline" };
+        return Next::Fail {
+            reason: "DeadlineExceeded",
+            message: "Job was active longer than specified deadline".into(),
+        };
     }
     let parallelism = int_at(job, "/spec/parallelism").unwrap_or(1).max(0);
     match int_at(job, "/spec/completions") {
@@ -82,6 +89,18 @@ pub fn format_indexes(indexes: &BTreeSet<i64>) -> String {
         parts.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
     }
     parts.join(",")
+}
+
+/// The indexes of a `completedIndexes` text.
+pub fn parse_indexes(text: &str) -> BTreeSet<i64> {
+    let mut indexes = BTreeSet::new();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        let (start, end) = part.split_once('-').unwrap_or((part, part));
+        if let (Ok(start), Ok(end)) = (start.parse::<i64>(), end.parse::<i64>()) {
+            indexes.extend(start..=end.min(start + 100_000));
+        }
+    }
+    indexes
 }
 
 /// The pod of completion index `index`: its annotation and label, hostname
@@ -130,18 +149,32 @@ async fn reconcile(ctx: Context, (ns, job_name): Key) -> Result<Action, ApiError
     let active: Vec<Value> = pods.iter().filter(|p| pod_active(p)).cloned().collect();
     let indexed = str_at(&job, "/spec/completionMode") == "Indexed";
     let completions = int_at(&job, "/spec/completions").unwrap_or(1);
-    let succeeded_indexes: BTreeSet<i64> = pods
-        .iter()
-        .filter(|p| objects::phase(p) == "Succeeded")
-        .filter_map(index_of)
-        .filter(|i| (0..completions).contains(i))
-        .collect();
+    // Counts never go down, also when finished pods are deleted (upstream tracks them with a finalizer).
+    let mut succeeded_indexes = parse_indexes(str_at(&job, "/status/completedIndexes"));
+    succeeded_indexes.extend(
+        pods.iter()
+            .filter(|p| objects::phase(p) == "Succeeded")
+            .filter_map(index_of)
+            .filter(|i| (0..completions).contains(i)),
+    );
+    let previous = |field: &str| int_at(&job, &format!("/status/{field}")).unwrap_or(0);
     let succeeded = if indexed {
         succeeded_indexes.len() as i64
     } else {
-        pods.iter().filter(|p| objects::phase(p) == "Succeeded").count() as i64
+        (pods.iter().filter(|p| objects::phase(p) == "Succeeded").count() as i64).max(previous("succeeded"))
     };
-    let mut failed = pods.iter().filter(|p| objects::phase(p) == "Failed").count() as i64;
+    let mut fail_job = None;
+    let mut failed = 0;
+    for pod in pods.iter().filter(|p| objects::phase(p) == "Failed") {
+        match podfailurepolicy::verdict(&job, pod) {
+            Verdict::FailJob(message) => {
+                fail_job.get_or_insert(message);
+                failed += 1;
+            }
+            Verdict::Ignore => {}
+            Verdict::Count => failed += 1,
+        }
+    }
     if str_at(&job, "/spec/template/spec/restartPolicy") == "OnFailure" {
         failed += active
             .iter()
@@ -149,6 +182,7 @@ async fn reconcile(ctx: Context, (ns, job_name): Key) -> Result<Action, ApiError
             .filter_map(|c| c.get("restartCount").and_then(Value::as_i64))
             .sum::<i64>();
     }
+    let failed = failed.max(previous("failed"));
     let mut status = json!({
         "active": active.len(), "succeeded": succeeded, "failed": failed,
         "ready": active.iter().filter(|p| pod_ready(p)).count(), "terminating": pods.iter().filter(|p| deleting(p)).count(),
@@ -179,7 +213,11 @@ async fn reconcile(ctx: Context, (ns, job_name): Key) -> Result<Action, ApiError
     status["startTime"] = json!(start);
     let elapsed = start.parse::<jiff::Timestamp>().ok().map(|t| jiff::Timestamp::now().as_second() - t.as_second());
     let mut requeue = Action::Done;
-    match next(&job, active.len() as i64, succeeded, failed, elapsed) {
+    let decision = match fail_job {
+        Some(message) => Next::Fail { reason: "PodFailurePolicy", message },
+        None => next(&job, active.len() as i64, succeeded, failed, elapsed),
+    };
+    match decision {
         Next::Complete => {
             delete_pods(&ctx, &ns, &active).await?;
             let message = "Reached expected number of succeeded pods";
@@ -192,11 +230,11 @@ async fn reconcile(ctx: Context, (ns, job_name): Key) -> Result<Action, ApiError
         }
         Next::Fail { reason, message } => {
             delete_pods(&ctx, &ns, &active).await?;
-            conditions.push(job_condition("FailureTarget", reason, message));
-            conditions.push(job_condition("Failed", reason, message));
+            conditions.push(job_condition("FailureTarget", reason, &message));
+            conditions.push(job_condition("Failed", reason, &message));
             status["active"] = json!(0);
             tracing::info!(job = %job_name, namespace = %ns, reason, "job failed");
-            events::record(&ctx, COMPONENT, &job, ("batch/v1", "Job"), WARNING, reason, message).await;
+            events::record(&ctx, COMPONENT, &job, ("batch/v1", "Job"), WARNING, reason, &message).await;
         }
         Next::Run(wanted) => {
             let template = job.pointer("/spec/template").cloned().unwrap_or(json!({}));
@@ -254,6 +292,8 @@ mod tests {
         assert_eq!(pod["spec"]["containers"][0]["env"][1]["name"], "X");
         let done: BTreeSet<i64> = [0, 1, 2, 4, 6, 7].into_iter().collect();
         assert_eq!(format_indexes(&done), "0-2,4,6-7");
+        assert_eq!(parse_indexes("0-2,4,6-7"), done);
+        assert!(parse_indexes("").is_empty());
         assert_eq!(format_indexes(&BTreeSet::new()), "");
     }
 

@@ -31,7 +31,7 @@ fn wake_lease(lease: &Value) -> Vec<Wake> {
 }
 
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
-    let leases = Secondary { gvr: LEASES, wakes: wake_lease };
+    let leases = Secondary { gvr: LEASES, wakes: wake_lease, deletions_only: false };
     queue::run_with(ctx, shutdown, "nodelifecycle", NODES, &[leases], Duration::from_secs(10), reconcile).await;
 }
 

@@ -99,7 +99,19 @@ pub async fn claim(
     owner_ref: &Value,
     candidates: Vec<Value>,
 ) -> Result<Vec<Value>, ApiError> {
-    let Some(selector) = selector(owner) else { return Ok(Vec::new()) };
+    claim_with(ctx, gvr, owner, owner_ref, selector(owner), candidates).await
+}
+
+/// [`claim`] with the owner's selector given (ReplicationControllers have their own kind).
+pub async fn claim_with(
+    ctx: &Context,
+    gvr: (&str, &str, &str),
+    owner: &Value,
+    owner_ref: &Value,
+    selector: Option<LabelSelector>,
+    candidates: Vec<Value>,
+) -> Result<Vec<Value>, ApiError> {
+    let Some(selector) = selector else { return Ok(Vec::new()) };
     let ns = str_at(owner, "/metadata/namespace");
     let mut owned = Vec::new();
     for obj in candidates {

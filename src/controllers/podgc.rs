@@ -16,9 +16,10 @@ const NODES: (&str, &str, &str) = ("", "v1", "nodes");
 const QUARANTINE: i64 = 40;
 
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
-    // A node going away wakes every pod; the reconcile is cheap for pods on live nodes.
-    let nodes = Secondary { gvr: NODES, wakes: |_| vec![Wake::All] };
-    queue::run_with(ctx, shutdown, "podgc", PODS, &[nodes], Duration::from_secs(60), reconcile).await;
+    // A node going away wakes every bound pod; the reconcile is cheap for pods on live nodes.
+    let nodes = Secondary { gvr: NODES, wakes: |_| vec![Wake::All], deletions_only: true };
+    let bound = |pod: &Value| !str_at(pod, "/spec/nodeName").is_empty();
+    queue::run_filtered(ctx, shutdown, "podgc", PODS, bound, &[nodes], Duration::from_secs(60), reconcile).await;
 }
 
 /// Whether an orphaned pod (its node is gone) is due, or how long to wait.

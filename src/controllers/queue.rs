@@ -45,6 +45,8 @@ pub enum Wake {
 pub struct Secondary {
     pub gvr: (&'static str, &'static str, &'static str),
     pub wakes: fn(&Value) -> Vec<Wake>,
+    /// Only deletions of secondary objects wake (e.g. a node going away).
+    pub deletions_only: bool,
 }
 
 /// The primary key of the object's controller owner of `kind`, if any.
@@ -77,7 +79,7 @@ pub async fn run<F, Fut>(
 }
 
 /// How a secondary resource's objects map to primary keys (`None` for the primary).
-type Mapper = Option<fn(&Value) -> Vec<Wake>>;
+type Mapper = Option<(fn(&Value) -> Vec<Wake>, bool)>;
 type Events = BoxStream<'static, (Mapper, String, Value)>;
 
 /// Opens the watches: the primary one (no mapper) and every secondary one.
@@ -105,6 +107,25 @@ pub async fn run_with<F, Fut>(
     F: Fn(Context, Key) -> Fut,
     Fut: Future<Output = Result<Action, ApiError>>,
 {
+    run_filtered(ctx, shutdown, name, gvr, |_| true, secondaries, resync, reconcile).await;
+}
+
+/// [`run_with`] for the primary objects `interested` accepts only (e.g. the
+/// scheduler's pending pods): others are neither queued nor woken.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_filtered<F, Fut>(
+    ctx: Context,
+    shutdown: CancellationToken,
+    name: &'static str,
+    gvr: (&str, &str, &str),
+    interested: fn(&Value) -> bool,
+    secondaries: &[Secondary],
+    resync: Duration,
+    reconcile: F,
+) where
+    F: Fn(Context, Key) -> Fut,
+    Fut: Future<Output = Result<Action, ApiError>>,
+{
     let Some(res) = ctx.catalog.lookup(gvr.0, gvr.1, gvr.2) else {
         tracing::error!(controller = name, "resource {}/{}/{} is not served", gvr.0, gvr.1, gvr.2);
         return;
@@ -117,7 +138,7 @@ pub async fn run_with<F, Fut>(
             tracing::error!(controller = name, "resource {g}/{v}/{p} is not served");
             return;
         };
-        collections.push((client::path(&res, None, None, None), Some(secondary.wakes)));
+        collections.push((client::path(&res, None, None, None), Some((secondary.wakes, secondary.deletions_only))));
     }
     let mut due: BTreeMap<Key, Instant> = BTreeMap::new();
     let mut failures: BTreeMap<Key, u32> = BTreeMap::new();
@@ -140,10 +161,18 @@ pub async fn run_with<F, Fut>(
                     Some((_, kind, _)) if kind == "BOOKMARK" || kind == "ERROR" => {}
                     Some((None, kind, obj)) => {
                         let key = key_of(&obj);
-                        if kind == "DELETED" { known.remove(&key); } else { known.insert(key.clone()); }
-                        due.insert(key, Instant::now());
+                        if kind == "DELETED" {
+                            known.remove(&key);
+                            due.insert(key, Instant::now());
+                        } else if interested(&obj) {
+                            known.insert(key.clone());
+                            due.insert(key, Instant::now());
+                        } else {
+                            known.remove(&key);
+                        }
                     }
-                    Some((Some(wakes), _, obj)) => {
+                    Some((Some((_, true)), kind, _)) if kind != "DELETED" => {}
+                    Some((Some((wakes, _)), _, obj)) => {
                         let now = Instant::now();
                         for wake in wakes(&obj) {
                             match wake {
@@ -166,7 +195,7 @@ pub async fn run_with<F, Fut>(
                 next_resync = now + resync;
                 match ctx.client.list(&collection).await {
                     Ok(items) => {
-                        known = items.iter().map(key_of).collect();
+                        known = items.iter().filter(|obj| interested(obj)).map(key_of).collect();
                         known.iter().for_each(|key| {
                             due.entry(key.clone()).or_insert(now);
                         });

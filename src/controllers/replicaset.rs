@@ -1,25 +1,82 @@
-//! The ReplicaSet controller: keeps `spec.replicas` active pods that match
-//! the selector (creating from the template, deleting the least useful
-//! first, adopting orphans) and reports the counts in status.
+//! The ReplicaSet (and ReplicationController) controller: keeps
+//! `spec.replicas` active pods that match the selector (creating from the
+//! template, deleting the least useful first, adopting orphans) and reports
+//! the counts in status, with a ReplicaFailure condition when creating fails.
 
 use super::Context;
 use super::events::{self, NORMAL, WARNING};
 use super::objects::{self, PODS, deleting, int_at, name, pod_active, pod_available, pod_ready, str_at};
 use super::queue::{self, Action, Key, Secondary};
 use crate::server::error::ApiError;
+use crate::server::selectors::LabelSelector;
 use serde_json::{Value, json};
 use std::cmp::Ordering;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub const REPLICASETS: (&str, &str, &str) = ("apps", "v1", "replicasets");
-const COMPONENT: &str = "replicaset-controller";
 /// At most this many pods are created or deleted per reconcile (upstream's burst).
 const BURST: usize = 500;
 
+const REPLICATIONCONTROLLERS: (&str, &str, &str) = ("", "v1", "replicationcontrollers");
+
+/// What differs between ReplicaSets and ReplicationControllers.
+#[derive(Clone, Copy)]
+struct Flavor {
+    gvr: (&'static str, &'static str, &'static str),
+    api_version: &'static str,
+    kind: &'static str,
+    component: &'static str,
+    /// `spec.selector`: a LabelSelector, or (RC) a plain label map.
+    selector: fn(&Value) -> Option<LabelSelector>,
+}
+
+const REPLICASET: Flavor = Flavor {
+    gvr: REPLICASETS,
+    api_version: "apps/v1",
+    kind: "ReplicaSet",
+    component: "replicaset-controller",
+    selector: objects::selector,
+};
+
+/// An RC selects by a label map, which defaults to its template's labels.
+fn rc_selector(rc: &Value) -> Option<LabelSelector> {
+    let map = rc
+        .pointer("/spec/selector")
+        .and_then(Value::as_object)
+        .filter(|m| !m.is_empty())
+        .or_else(|| rc.pointer("/spec/template/metadata/labels").and_then(Value::as_object))?;
+    LabelSelector::from_label_selector_json(&json!({"matchLabels": map})).ok().filter(|s| !s.is_empty())
+}
+
+const REPLICATIONCONTROLLER: Flavor = Flavor {
+    gvr: REPLICATIONCONTROLLERS,
+    api_version: "v1",
+    kind: "ReplicationController",
+    component: "replication-controller",
+    selector: rc_selector,
+};
+
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
-    let pods = Secondary { gvr: PODS, wakes: |pod| queue::wake_owner(pod, "ReplicaSet") };
+    let pods = Secondary { gvr: PODS, wakes: |pod| queue::wake_owner(pod, "ReplicaSet"), deletions_only: false };
+    let reconcile = |ctx, key| reconcile(ctx, key, REPLICASET);
     queue::run_with(ctx, shutdown, "replicaset", REPLICASETS, &[pods], Duration::from_secs(30), reconcile).await;
+}
+
+pub async fn run_replication_controllers(ctx: Context, shutdown: CancellationToken) {
+    let pods =
+        Secondary { gvr: PODS, wakes: |pod| queue::wake_owner(pod, "ReplicationController"), deletions_only: false };
+    let reconcile = |ctx, key| reconcile(ctx, key, REPLICATIONCONTROLLER);
+    queue::run_with(
+        ctx,
+        shutdown,
+        "replicationcontroller",
+        REPLICATIONCONTROLLERS,
+        &[pods],
+        Duration::from_secs(30),
+        reconcile,
+    )
+    .await;
 }
 
 /// A new pod of a workload: the template's metadata and spec, owned by `owner_ref`.
@@ -81,59 +138,73 @@ pub fn status_of(rs: &Value, pods: &[Value], now: jiff::Timestamp) -> Value {
     })
 }
 
-async fn reconcile(ctx: Context, (ns, rs_name): Key) -> Result<Action, ApiError> {
-    let Some(rs) = objects::get(&ctx, REPLICASETS, &ns, &rs_name).await? else { return Ok(Action::Done) };
+async fn reconcile(ctx: Context, (ns, rs_name): Key, flavor: Flavor) -> Result<Action, ApiError> {
+    let Some(rs) = objects::get(&ctx, flavor.gvr, &ns, &rs_name).await? else { return Ok(Action::Done) };
     if deleting(&rs) {
         return Ok(Action::Done);
     }
-    let owner_ref = objects::controller_ref(&rs, "apps/v1", "ReplicaSet");
+    let kind = (flavor.api_version, flavor.kind);
+    let owner_ref = objects::controller_ref(&rs, flavor.api_version, flavor.kind);
     let candidates = objects::list(&ctx, PODS, Some(&ns)).await?;
-    let owned = objects::claim(&ctx, PODS, &rs, &owner_ref, candidates).await?;
+    let selector = (flavor.selector)(&rs);
+    let owned = objects::claim_with(&ctx, PODS, &rs, &owner_ref, selector, candidates).await?;
     let mut active: Vec<Value> = owned.into_iter().filter(pod_active).collect();
     let wanted = int_at(&rs, "/spec/replicas").unwrap_or(1).max(0) as usize;
     let pods_path = objects::path(&ctx, PODS, Some(&ns), None, None)?;
     let template = rs.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let mut failure = None;
     if active.len() < wanted {
         let missing = (wanted - active.len()).min(BURST);
-        tracing::info!(replicaset = %rs_name, namespace = %ns, missing, "creating pods");
+        tracing::info!(owner = %rs_name, kind = flavor.kind, namespace = %ns, missing, "creating pods");
         for _ in 0..missing {
             let pod = pod_from_template(&template, &format!("{rs_name}-"), &owner_ref);
             match ctx.client.create(&pods_path, pod).await {
                 Ok(created) => {
                     let message = format!("Created pod: {}", name(&created));
-                    events::record(
-                        &ctx,
-                        COMPONENT,
-                        &rs,
-                        ("apps/v1", "ReplicaSet"),
-                        NORMAL,
-                        "SuccessfulCreate",
-                        &message,
-                    )
-                    .await;
+                    events::record(&ctx, flavor.component, &rs, kind, NORMAL, "SuccessfulCreate", &message).await;
                 }
                 Err(err) => {
                     let message = format!("Error creating: {}", err.message);
-                    events::record(&ctx, COMPONENT, &rs, ("apps/v1", "ReplicaSet"), WARNING, "FailedCreate", &message)
-                        .await;
-                    return Err(err);
+                    events::record(&ctx, flavor.component, &rs, kind, WARNING, "FailedCreate", &message).await;
+                    failure = Some((err, message));
+                    break;
                 }
             }
         }
     } else if active.len() > wanted {
         active.sort_by(deletion_order);
         let surplus = (active.len() - wanted).min(BURST);
-        tracing::info!(replicaset = %rs_name, namespace = %ns, surplus, "deleting pods");
+        tracing::info!(owner = %rs_name, kind = flavor.kind, namespace = %ns, surplus, "deleting pods");
         for pod in active.drain(..surplus) {
             let path = objects::path(&ctx, PODS, Some(&ns), Some(name(&pod)), None)?;
             objects::ignore_gone(ctx.client.delete(&path, None).await)?;
             let message = format!("Deleted pod: {}", name(&pod));
-            events::record(&ctx, COMPONENT, &rs, ("apps/v1", "ReplicaSet"), NORMAL, "SuccessfulDelete", &message).await;
+            events::record(&ctx, flavor.component, &rs, kind, NORMAL, "SuccessfulDelete", &message).await;
         }
     }
     let now = jiff::Timestamp::now();
-    let status = status_of(&rs, &active, now);
-    write_status(&ctx, REPLICASETS, &rs, status).await?;
+    let mut status = status_of(&rs, &active, now);
+    // Upstream's ReplicaFailure condition: set while creating fails, gone once it works.
+    let mut conditions: Vec<Value> = rs
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .map(|c| {
+            c.iter().filter(|c| c.get("type").and_then(Value::as_str) != Some("ReplicaFailure")).cloned().collect()
+        })
+        .unwrap_or_default();
+    if let Some((_, message)) = &failure {
+        conditions.push(json!({"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+            "message": message, "lastTransitionTime": objects::now()}));
+    }
+    match (conditions.is_empty(), rs.pointer("/status/conditions").is_some()) {
+        (false, _) => status["conditions"] = json!(conditions),
+        (true, true) => status["conditions"] = Value::Null,
+        (true, false) => {}
+    }
+    write_status(&ctx, flavor.gvr, &rs, status).await?;
+    if let Some((err, _)) = failure {
+        return Err(err);
+    }
     // Pods ready but not yet available for minReadySeconds need another look.
     let min_ready = int_at(&rs, "/spec/minReadySeconds").unwrap_or(0);
     if min_ready > 0 && active.iter().any(|p| pod_ready(p) && !pod_available(p, min_ready, now)) {
@@ -189,6 +260,16 @@ mod tests {
             status,
             json!({"replicas": 2, "fullyLabeledReplicas": 1, "readyReplicas": 1, "availableReplicas": 1, "observedGeneration": 3})
         );
+    }
+
+    #[test]
+    fn replication_controllers_select_by_label_map_or_template() {
+        let rc = json!({"spec": {"selector": {"app": "web"}, "template": {"metadata": {"labels": {"app": "web", "x": "y"}}}}});
+        let selector = rc_selector(&rc).unwrap_or_default();
+        assert!(selector.matches(&json!({"metadata": {"labels": {"app": "web"}}})));
+        let defaulted = json!({"spec": {"template": {"metadata": {"labels": {"app": "api"}}}}});
+        assert!(rc_selector(&defaulted).is_some_and(|s| s.matches(&json!({"metadata": {"labels": {"app": "api"}}}))));
+        assert!(rc_selector(&json!({"spec": {}})).is_none());
     }
 
     #[test]

@@ -23,7 +23,7 @@ const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
-    let pods = Secondary { gvr: PODS, wakes: |pod| queue::wake_owner(pod, "StatefulSet") };
+    let pods = Secondary { gvr: PODS, wakes: |pod| queue::wake_owner(pod, "StatefulSet"), deletions_only: false };
     queue::run_with(ctx, shutdown, "statefulset", STATEFULSETS, &[pods], Duration::from_secs(30), reconcile).await;
 }
 

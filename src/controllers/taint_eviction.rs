@@ -28,7 +28,7 @@ fn wake_node(pod: &Value) -> Vec<Wake> {
 }
 
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
-    let pods = Secondary { gvr: PODS, wakes: wake_node };
+    let pods = Secondary { gvr: PODS, wakes: wake_node, deletions_only: false };
     queue::run_with(ctx, shutdown, "taint-eviction", NODES, &[pods], Duration::from_secs(30), reconcile).await;
 }
 

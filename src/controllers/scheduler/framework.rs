@@ -28,6 +28,7 @@ pub const FILTERS: &[(&str, Filter)] = &[
     ("NodeName", node_name),
     ("TaintToleration", taint_toleration),
     ("NodeAffinity", node_affinity),
+    ("NodePorts", node_ports),
     ("NodeResourcesFit", resources_fit),
 ];
 
@@ -184,6 +185,36 @@ fn node_affinity(pod: &Value, info: &NodeInfo) -> Result<(), String> {
     Ok(())
 }
 
+/// The host ports a pod asks for: (hostIP, protocol, port).
+fn host_ports(pod: &Value) -> Vec<(String, String, i64)> {
+    pod.pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c.get("ports").and_then(Value::as_array).cloned().unwrap_or_default())
+        .filter_map(|p| {
+            let port = p.get("hostPort").and_then(Value::as_i64).filter(|n| *n > 0)?;
+            let ip = p.get("hostIP").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("0.0.0.0");
+            let protocol = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+            Some((ip.to_string(), protocol.to_string(), port))
+        })
+        .collect()
+}
+
+fn node_ports(pod: &Value, info: &NodeInfo) -> Result<(), String> {
+    let wanted = host_ports(pod);
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let used: Vec<(String, String, i64)> = info.pods.iter().flat_map(host_ports).collect();
+    let clash = wanted.iter().any(|(ip, protocol, port)| {
+        used.iter().any(|(uip, uprotocol, uport)| {
+            port == uport && protocol == uprotocol && (ip == uip || ip == "0.0.0.0" || uip == "0.0.0.0")
+        })
+    });
+    if clash { Err("node(s) didn't have free ports for the requested pod ports".into()) } else { Ok(()) }
+}
+
 /// A pod's requests of `resource` in milli-units (init containers count at their maximum).
 pub fn pod_request(pod: &Value, resource: &str) -> i128 {
     let container = |c: &Value| -> i128 {
@@ -328,6 +359,26 @@ mod tests {
         let mut full = node("n2", json!({}), "8");
         full.node["status"]["allocatable"]["pods"] = json!("0");
         assert_eq!(resources_fit(&pod(json!({})), &full), Err("Too many pods".into()));
+    }
+
+    #[test]
+    fn host_ports_conflict_on_any_address() {
+        let with_port = |ip: &str, port: i64| {
+            pod(
+                json!({"containers": [{"name": "a", "ports": [{"containerPort": 80, "hostPort": port, "hostIP": ip}]}]}),
+            )
+        };
+        let mut busy = node("n1", json!({}), "2");
+        busy.pods.push(with_port("", 8080));
+        assert_eq!(
+            node_ports(&with_port("127.0.0.1", 8080), &busy),
+            Err("node(s) didn't have free ports for the requested pod ports".into())
+        );
+        assert!(node_ports(&with_port("", 8081), &busy).is_ok());
+        let mut specific = node("n2", json!({}), "2");
+        specific.pods.push(with_port("10.0.0.1", 8080));
+        assert!(node_ports(&with_port("10.0.0.2", 8080), &specific).is_ok());
+        assert!(node_ports(&with_port("0.0.0.0", 8080), &specific).is_err());
     }
 
     #[test]

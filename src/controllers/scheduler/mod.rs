@@ -21,8 +21,8 @@ const COMPONENT: &str = "default-scheduler";
 const RETRY: Duration = Duration::from_secs(5);
 
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
-    let nodes = Secondary { gvr: NODES, wakes: |_| vec![Wake::All] };
-    queue::run_with(ctx, shutdown, "scheduler", PODS, &[nodes], Duration::from_secs(30), reconcile).await;
+    let nodes = Secondary { gvr: NODES, wakes: |_| vec![Wake::All], deletions_only: false };
+    queue::run_filtered(ctx, shutdown, "scheduler", PODS, pending, &[nodes], Duration::from_secs(30), reconcile).await;
 }
 
 /// Whether the pod waits for this scheduler.
