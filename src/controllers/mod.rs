@@ -12,6 +12,7 @@ pub mod endpoints;
 pub mod events;
 pub mod garbage_collector;
 pub mod job;
+pub mod jobindex;
 pub mod leader;
 pub mod namespace;
 pub mod nodeipam;
