@@ -1058,3 +1058,63 @@ spec:
     // No replacement pod was started.
     assert_eq!(items(&cluster, &["get", "pods", "-l", "batch.kubernetes.io/job-name=strict"]).len(), 1);
 }
+
+#[test]
+fn success_policy_completes_an_indexed_job_early() {
+    let cluster = Cluster::start();
+    let _kubelets = Heartbeats::start(&cluster, NODES);
+    let job = r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: leader}
+spec:
+  completions: 3
+  parallelism: 3
+  completionMode: Indexed
+  successPolicy:
+    rules: [{succeededIndexes: "0"}]
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: main, image: 127.0.0.1:5000/busybox:1}]
+"#;
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], job);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let leader = eventually(&cluster, "three pods", Duration::from_secs(30), || {
+        let pods = live_pods(&cluster, "batch.kubernetes.io/job-name=leader");
+        (pods.len() == 3)
+            .then(|| {
+                pods.into_iter().find(|p| text(p, "/metadata/labels/batch.kubernetes.io~1job-completion-index") == "0")
+            })
+            .flatten()
+    });
+    cluster.ok(&[
+        "patch",
+        "pod",
+        text(&leader, "/metadata/name"),
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Succeeded"}}"#,
+    ]);
+    cluster.ok(&["wait", "--for=condition=complete", "job/leader", "--timeout=30s"]);
+    let job = get_json(&cluster, &["get", "job", "leader"]);
+    let complete = job["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Complete")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (complete["reason"].as_str(), complete["message"].as_str()),
+        (Some("SuccessPolicy"), Some("Matched rules at index 0"))
+    );
+    // The other indexes were stopped.
+    eventually(&cluster, "the other pods stopped", Duration::from_secs(30), || {
+        live_pods(&cluster, "batch.kubernetes.io/job-name=leader")
+            .iter()
+            .all(|p| text(p, "/status/phase") == "Succeeded")
+            .then_some(())
+    });
+}

@@ -5,6 +5,7 @@
 
 use super::Context;
 use super::events::{self, NORMAL, WARNING};
+use super::jobindex::{self, format_indexes, index_of, indexed_pod, parse_indexes};
 use super::objects::{self, PODS, condition, deleting, int_at, name, pod_active, pod_ready, str_at};
 use super::podfailurepolicy::{self, Verdict};
 use super::queue::{self, Action, Key, Secondary};
@@ -17,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 
 pub const JOBS: (&str, &str, &str) = ("batch", "v1", "jobs");
 const COMPONENT: &str = "job-controller";
-pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
 
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
     let pods = Secondary { gvr: PODS, wakes: |pod| queue::wake_owner(pod, "Job"), deletions_only: false };
@@ -37,6 +37,11 @@ pub enum Next {
     /// Keep this many pods active.
     Run(i64),
     Complete,
+    /// Complete, for a reason other than reaching completions.
+    Succeed {
+        reason: &'static str,
+        message: String,
+    },
     Fail {
         reason: &'static str,
         message: String,
@@ -69,59 +74,6 @@ pub fn next(job: &Value, active: i64, succeeded: i64, failed: i64, elapsed: Opti
         None if succeeded > 0 => Next::Run(0),
         None => Next::Run(parallelism),
     }
-}
-
-/// The completion index of a pod of an Indexed job.
-pub fn index_of(pod: &Value) -> Option<i64> {
-    str_at(pod, &format!("/metadata/annotations/{}", COMPLETION_INDEX.replace('/', "~1"))).parse().ok()
-}
-
-/// Upstream's `completedIndexes` text: sorted indexes with runs as ranges (`0-2,5`).
-pub fn format_indexes(indexes: &BTreeSet<i64>) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut iter = indexes.iter().copied().peekable();
-    while let Some(start) = iter.next() {
-        let mut end = start;
-        while iter.peek() == Some(&(end + 1)) {
-            end += 1;
-            iter.next();
-        }
-        parts.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
-    }
-    parts.join(",")
-}
-
-/// The indexes of a `completedIndexes` text.
-pub fn parse_indexes(text: &str) -> BTreeSet<i64> {
-    let mut indexes = BTreeSet::new();
-    for part in text.split(',').filter(|p| !p.is_empty()) {
-        let (start, end) = part.split_once('-').unwrap_or((part, part));
-        if let (Ok(start), Ok(end)) = (start.parse::<i64>(), end.parse::<i64>()) {
-            indexes.extend(start..=end.min(start + 100_000));
-        }
-    }
-    indexes
-}
-
-/// The pod of completion index `index`: its annotation and label, hostname
-/// `<job>-<index>` and the `JOB_COMPLETION_INDEX` variable in every container.
-pub fn indexed_pod(job: &Value, template: &Value, owner_ref: &Value, index: i64) -> Value {
-    let job_name = name(job);
-    let mut pod = pod_from_template(template, &format!("{job_name}-{index}-"), owner_ref);
-    pod["metadata"]["annotations"][COMPLETION_INDEX] = json!(index.to_string());
-    pod["metadata"]["labels"][COMPLETION_INDEX] = json!(index.to_string());
-    pod["spec"]["hostname"] = json!(format!("{job_name}-{index}"));
-    let env = json!({"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {"apiVersion": "v1",
-        "fieldPath": format!("metadata.annotations['{COMPLETION_INDEX}']")}}});
-    for list in ["containers", "initContainers"] {
-        for container in pod["spec"].get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
-            match container.get_mut("env").and_then(Value::as_array_mut) {
-                Some(vars) => vars.insert(0, env.clone()),
-                None => container["env"] = json!([env]),
-            }
-        }
-    }
-    pod
 }
 
 fn job_condition(kind: &str, reason: &str, message: &str) -> Value {
@@ -187,6 +139,13 @@ async fn reconcile(ctx: Context, (ns, job_name): Key) -> Result<Action, ApiError
         "active": active.len(), "succeeded": succeeded, "failed": failed,
         "ready": active.iter().filter(|p| pod_ready(p)).count(), "terminating": pods.iter().filter(|p| deleting(p)).count(),
     });
+    let per_index = int_at(&job, "/spec/backoffLimitPerIndex");
+    let mut failed_indexes = parse_indexes(str_at(&job, "/status/failedIndexes"));
+    if let Some(limit) = per_index {
+        failed_indexes.extend(jobindex::failed_indexes(&pods, limit, completions));
+        failed_indexes.retain(|i| !succeeded_indexes.contains(i));
+        status["failedIndexes"] = json!(format_indexes(&failed_indexes));
+    }
     if indexed {
         status["completedIndexes"] = json!(format_indexes(&succeeded_indexes));
     }
@@ -213,16 +172,39 @@ async fn reconcile(ctx: Context, (ns, job_name): Key) -> Result<Action, ApiError
     status["startTime"] = json!(start);
     let elapsed = start.parse::<jiff::Timestamp>().ok().map(|t| jiff::Timestamp::now().as_second() - t.as_second());
     let mut requeue = Action::Done;
-    let decision = match fail_job {
-        Some(message) => Next::Fail { reason: "PodFailurePolicy", message },
-        None => next(&job, active.len() as i64, succeeded, failed, elapsed),
+    let all_done = (0..completions).all(|i| succeeded_indexes.contains(&i) || failed_indexes.contains(&i));
+    let max_failed = int_at(&job, "/spec/maxFailedIndexes");
+    let success_rule = if indexed { jobindex::success_rule(&job, &succeeded_indexes) } else { None };
+    let decision = if let Some(message) = fail_job {
+        Next::Fail { reason: "PodFailurePolicy", message }
+    } else if let Some(rule) = success_rule {
+        Next::Succeed { reason: "SuccessPolicy", message: format!("Matched rules at index {rule}") }
+    } else if max_failed.is_some_and(|max| failed_indexes.len() as i64 > max) {
+        Next::Fail {
+            reason: "MaxFailedIndexesExceeded",
+            message: "Job has exceeded the specified maximal number of failed indexes".into(),
+        }
+    } else if indexed && all_done && !failed_indexes.is_empty() && active.is_empty() {
+        Next::Fail { reason: "FailedIndexes", message: "Job has failed indexes".into() }
+    } else {
+        let done = succeeded + if indexed { failed_indexes.len() as i64 } else { 0 };
+        match next(&job, active.len() as i64, done, failed, elapsed) {
+            Next::Complete => Next::Succeed {
+                reason: "CompletionsReached",
+                message: "Reached expected number of succeeded pods".into(),
+            },
+            other => other,
+        }
     };
     match decision {
-        Next::Complete => {
+        Next::Complete | Next::Succeed { .. } => {
+            let (reason, message) = match &decision {
+                Next::Succeed { reason, message } => (*reason, message.as_str()),
+                _ => ("CompletionsReached", "Reached expected number of succeeded pods"),
+            };
             delete_pods(&ctx, &ns, &active).await?;
-            let message = "Reached expected number of succeeded pods";
-            conditions.push(job_condition("SuccessCriteriaMet", "CompletionsReached", message));
-            conditions.push(job_condition("Complete", "CompletionsReached", message));
+            conditions.push(job_condition("SuccessCriteriaMet", reason, message));
+            conditions.push(job_condition("Complete", reason, message));
             status["completionTime"] = json!(objects::now());
             status["active"] = json!(0);
             tracing::info!(job = %job_name, namespace = %ns, succeeded, "job completed");
@@ -243,7 +225,7 @@ async fn reconcile(ctx: Context, (ns, job_name): Key) -> Result<Action, ApiError
             let running: BTreeSet<i64> = active.iter().filter_map(index_of).collect();
             let new_pods: Vec<Value> = if indexed {
                 (0..completions)
-                    .filter(|i| !succeeded_indexes.contains(i) && !running.contains(i))
+                    .filter(|i| !succeeded_indexes.contains(i) && !failed_indexes.contains(i) && !running.contains(i))
                     .take(missing)
                     .map(|i| indexed_pod(&job, &template, &owner_ref, i))
                     .collect()
@@ -278,23 +260,6 @@ mod tests {
         assert_eq!(next(&job, 2, 2, 0, Some(0)), Next::Run(1));
         assert_eq!(next(&job, 0, 3, 0, Some(0)), Next::Complete);
         assert!(matches!(next(&job, 1, 0, 2, Some(0)), Next::Fail { reason: "BackoffLimitExceeded", .. }));
-    }
-
-    #[test]
-    fn indexed_jobs_name_and_number_their_pods() {
-        let job = json!({"metadata": {"name": "sim", "uid": "u"}});
-        let template = json!({"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "env": [{"name": "X", "value": "1"}]}]}});
-        let pod = indexed_pod(&job, &template, &json!({"uid": "u"}), 3);
-        assert_eq!(pod["metadata"]["generateName"], "sim-3-");
-        assert_eq!(index_of(&pod), Some(3));
-        assert_eq!(pod["spec"]["hostname"], "sim-3");
-        assert_eq!(pod["spec"]["containers"][0]["env"][0]["name"], "JOB_COMPLETION_INDEX");
-        assert_eq!(pod["spec"]["containers"][0]["env"][1]["name"], "X");
-        let done: BTreeSet<i64> = [0, 1, 2, 4, 6, 7].into_iter().collect();
-        assert_eq!(format_indexes(&done), "0-2,4,6-7");
-        assert_eq!(parse_indexes("0-2,4,6-7"), done);
-        assert!(parse_indexes("").is_empty());
-        assert_eq!(format_indexes(&BTreeSet::new()), "");
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! Every controller of the control plane, in-process. Each one file, each a
-//! `reconcile(key)` over current state that a watch wakes up and a periodic
-//! resync repeats; all write through the in-process API client, so they pass
-//! the same authorization, admission and validation as users.
+//! Every controller of the control plane, in-process, and the scheduler.
+//! Each one file, each a `reconcile(key)` over current state that a watch
+//! wakes up and a periodic resync repeats ([`queue`]); all write through the
+//! in-process API client, so they pass the same authorization, admission and
+//! validation as users. With several servers only the holder of the
+//! controller Lease runs them ([`leader`]).
 
 pub mod cron;
 pub mod cronjob;
@@ -12,6 +14,7 @@ pub mod endpoints;
 pub mod events;
 pub mod garbage_collector;
 pub mod job;
+pub mod jobindex;
 pub mod leader;
 pub mod namespace;
 pub mod nodeipam;
