@@ -7,8 +7,7 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use common::Cluster;
 use std::time::{Duration, Instant};
 
 const IMAGE: &str = "busybox:latest";
@@ -45,129 +44,33 @@ fn can_run(test: &str) -> bool {
     }
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
-}
-
 /// A `kube server` with its local agent on a temp data folder.
 struct AgentCluster {
-    dir: tempfile::TempDir,
-    port: u16,
-    kubeconfig: PathBuf,
-    server: Option<Child>,
+    cluster: Cluster,
     node: String,
+}
+
+impl std::ops::Deref for AgentCluster {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
+}
+
+impl std::ops::DerefMut for AgentCluster {
+    fn deref_mut(&mut self) -> &mut Cluster {
+        &mut self.cluster
+    }
 }
 
 impl AgentCluster {
     fn start() -> AgentCluster {
-        let dir = tempfile::tempdir().expect("temp dir");
         let node = nix::unistd::gethostname().expect("hostname").to_string_lossy().to_lowercase();
-        let mut cluster = AgentCluster {
-            port: free_port(),
-            kubeconfig: dir.path().join("admin.kubeconfig"),
-            dir,
-            server: None,
-            node,
-        };
-        cluster.spawn();
-        cluster
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("server.log"))
-            .expect("server log");
-        let child = Command::new(env!("CARGO_BIN_EXE_kube"))
-            .args(["server", "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"])
-            .arg("--https-listen-port")
-            .arg(self.port.to_string())
-            .arg("--data-dir")
-            .arg(self.dir.path())
-            .env("RUST_LOG", "info,openraft=warn,libcgroups=error")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start kube server");
-        self.server = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Some(child) = self.server.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!("kube server exited with {status}:\n{}", self.log());
-            }
-            if self.kubeconfig.exists() {
-                let out = self.kubectl(&["get", "--raw", "/readyz"]);
-                if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok" {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "kube server not ready after 90 s:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.server.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
-    }
-
-    fn log_tail(&self) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new(common::client("kubectl"))
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("HOME", self.dir.path())
-            .output()
-            .expect("run kubectl")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log_tail()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        AgentCluster { cluster: Cluster::start_with_agent(), node }
     }
 
     fn apply(&self, manifest: &str) {
-        use std::io::Write;
-        let mut child = Command::new(common::client("kubectl"))
-            .args(["apply", "-f", "-"])
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("HOME", self.dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run kubectl");
-        child.stdin.take().expect("stdin").write_all(manifest.as_bytes()).expect("write stdin");
-        let out = child.wait_with_output().expect("kubectl output");
+        let out = self.kubectl_stdin(&["apply", "-f", "-"], manifest);
         assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
@@ -276,7 +179,7 @@ impl AgentCluster {
 
 impl Drop for AgentCluster {
     fn drop(&mut self) {
-        if self.server.is_some() {
+        if self.is_running() {
             let _ = self.kubectl(&["delete", "pods", "--all", "--grace-period=1", "--timeout=30s"]);
         }
         self.stop();
@@ -359,8 +262,7 @@ fn containers_outlive_an_agent_restart() {
     let uid = cluster.ok(&["get", "pod", "survivor", "-o", "jsonpath={.metadata.uid}"]);
     let before = AgentCluster::pod_processes(&uid);
     assert!(!before.is_empty(), "no process for pod {uid}");
-    cluster.stop();
-    cluster.spawn();
+    cluster.restart();
     cluster.wait_for(
         "adopted",
         &["get", "pod", "survivor", "-o", "jsonpath={.status.containerStatuses[0].restartCount} {.status.phase}"],

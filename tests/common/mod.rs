@@ -30,6 +30,7 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     server: Option<Child>,
     extra_args: Vec<String>,
+    with_agent: bool,
 }
 
 impl Cluster {
@@ -40,6 +41,15 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with extra `kube server` flags.
     pub fn start_with(extra: &[&str]) -> Cluster {
+        Cluster::launch(extra, false)
+    }
+
+    /// A server with its local agent (pods really run; needs root).
+    pub fn start_with_agent() -> Cluster {
+        Cluster::launch(&[], true)
+    }
+
+    fn launch(extra: &[&str], with_agent: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut cluster = Cluster {
             port: free_port(),
@@ -47,21 +57,28 @@ impl Cluster {
             dir,
             server: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            with_agent,
         };
         cluster.spawn();
         cluster
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join("server.log")).expect("server log");
+        // Appended, so a restarted server's log follows the first one's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("server log");
         let child = Command::new(env!("CARGO_BIN_EXE_kube"))
-            .args(["server", "--disable-agent", "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"])
+            .args(["server", "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"])
+            .args(if self.with_agent { &[][..] } else { &["--disable-agent"][..] })
             .arg("--https-listen-port")
             .arg(self.port.to_string())
             .arg("--data-dir")
             .arg(self.dir.path())
             .args(&self.extra_args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,openraft=warn,libcgroups=error")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -74,6 +91,10 @@ impl Cluster {
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.server.is_some()
     }
 
     pub fn stop(&mut self) {
