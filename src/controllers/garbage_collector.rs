@@ -4,6 +4,7 @@
 //! waits for its dependents to go. Both then lose their finalizer.
 
 use super::Context;
+use super::objects::ignore_gone;
 use crate::server::catalog::ResourceInfo;
 use crate::server::client;
 use crate::server::error::ApiError;
@@ -170,9 +171,7 @@ async fn process(ctx: &Context, graph: &Graph, uid: &str) -> Result<(), ApiError
     let Some(node) = graph.nodes.get(uid) else { return Ok(()) };
     if !node.owners.is_empty() && !node.deleting && node.owners.iter().all(|o| !graph.nodes.contains_key(o)) {
         tracing::info!(resource = %node.res.plural, name = %node.name, "deleting object whose owners are gone");
-        return ignore_not_found(
-            ctx.client.delete(&node.path(), Some(json!({"propagationPolicy": "Background"}))).await,
-        );
+        return ignore_gone(ctx.client.delete(&node.path(), Some(json!({"propagationPolicy": "Background"}))).await);
     }
     if !node.deleting {
         return Ok(());
@@ -192,7 +191,7 @@ async fn process(ctx: &Context, graph: &Graph, uid: &str) -> Result<(), ApiError
                 .unwrap_or_default();
             let refs = if refs.is_empty() { Value::Null } else { Value::Array(refs) };
             let patch = json!({"metadata": {"ownerReferences": refs}});
-            ignore_not_found(ctx.client.merge_patch(&dependent.path(), patch).await)?;
+            ignore_gone(ctx.client.merge_patch(&dependent.path(), patch).await)?;
         }
         return remove_finalizer(ctx, node, "orphan").await;
     }
@@ -201,9 +200,7 @@ async fn process(ctx: &Context, graph: &Graph, uid: &str) -> Result<(), ApiError
             return remove_finalizer(ctx, node, "foregroundDeletion").await;
         }
         for (_, dependent) in dependents.iter().filter(|(_, d)| !d.deleting) {
-            ignore_not_found(
-                ctx.client.delete(&dependent.path(), Some(json!({"propagationPolicy": "Foreground"}))).await,
-            )?;
+            ignore_gone(ctx.client.delete(&dependent.path(), Some(json!({"propagationPolicy": "Foreground"}))).await)?;
         }
     }
     Ok(())
@@ -222,13 +219,5 @@ async fn remove_finalizer(ctx: &Context, node: &Node, finalizer: &str) -> Result
         .unwrap_or_default();
     let rv = current.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": rv}});
-    ignore_not_found(ctx.client.merge_patch(&node.path(), patch).await)
-}
-
-fn ignore_not_found(result: Result<Value, ApiError>) -> Result<(), ApiError> {
-    match result {
-        Ok(_) => Ok(()),
-        Err(err) if err.code == 404 => Ok(()),
-        Err(err) => Err(err),
-    }
+    ignore_gone(ctx.client.merge_patch(&node.path(), patch).await)
 }

@@ -2,6 +2,7 @@
 //! deleted, then its `kubernetes` finalizer removed, which lets it go.
 
 use super::Context;
+use super::objects;
 use super::queue::{self, Action, Key};
 use crate::server::client;
 use crate::server::error::ApiError;
@@ -9,17 +10,14 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+const NAMESPACES: (&str, &str, &str) = ("", "v1", "namespaces");
+
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
-    queue::run(ctx, shutdown, "namespace", ("", "v1", "namespaces"), Duration::from_secs(60), reconcile).await;
+    queue::run(ctx, shutdown, "namespace", NAMESPACES, Duration::from_secs(60), reconcile).await;
 }
 
 async fn reconcile(ctx: Context, (_, name): Key) -> Result<Action, ApiError> {
-    let namespaces = ctx.catalog.lookup("", "v1", "namespaces").ok_or_else(ApiError::not_found_path)?;
-    let ns = match ctx.client.get(&client::path(&namespaces, None, Some(&name), None)).await {
-        Ok(ns) => ns,
-        Err(err) if err.code == 404 => return Ok(Action::Done),
-        Err(err) => return Err(err),
-    };
+    let Some(ns) = objects::get(&ctx, NAMESPACES, "", &name).await? else { return Ok(Action::Done) };
     if ns.pointer("/metadata/deletionTimestamp").is_none() {
         return Ok(Action::Done);
     }
@@ -44,9 +42,7 @@ async fn reconcile(ctx: Context, (_, name): Key) -> Result<Action, ApiError> {
         .unwrap_or_default();
     let mut finalized = ns.clone();
     finalized["spec"] = json!({"finalizers": finalizers});
-    match ctx.client.update(&client::path(&namespaces, None, Some(&name), Some("finalize")), finalized).await {
-        Ok(_) => Ok(Action::Done),
-        Err(err) if err.code == 404 => Ok(Action::Done),
-        Err(err) => Err(err),
-    }
+    let finalize = objects::path(&ctx, NAMESPACES, None, Some(&name), Some("finalize"))?;
+    objects::ignore_gone(ctx.client.update(&finalize, finalized).await)?;
+    Ok(Action::Done)
 }

@@ -36,7 +36,7 @@ pub async fn list(ctx: &Context, gvr: (&str, &str, &str), ns: Option<&str>) -> R
     ctx.client.list(&path(ctx, gvr, ns, None, None)?).await
 }
 
-/// Treats 404 (already gone) and 409 (already exists / changed) as done.
+/// Treats 404 (already gone) as done.
 pub fn ignore_gone(result: Result<Value, ApiError>) -> Result<(), ApiError> {
     match result {
         Ok(_) => Ok(()),

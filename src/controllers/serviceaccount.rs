@@ -3,8 +3,8 @@
 //! CA (upstream's serviceaccounts and root-ca-cert-publisher controllers).
 
 use super::Context;
+use super::objects;
 use super::queue::{self, Action, Key};
-use crate::server::client;
 use crate::server::error::ApiError;
 use serde_json::json;
 use std::time::Duration;
@@ -15,27 +15,21 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) {
 }
 
 async fn ensure(ctx: &Context, plural: &str, ns: &str, obj: serde_json::Value) -> Result<(), ApiError> {
-    let res = ctx.catalog.lookup("", "v1", plural).ok_or_else(ApiError::not_found_path)?;
+    let gvr = ("", "v1", plural);
     let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
-    match ctx.client.get(&client::path(&res, Some(ns), Some(&name), None)).await {
+    if objects::get(ctx, gvr, ns, &name).await?.is_some() {
+        return Ok(());
+    }
+    match ctx.client.create(&objects::path(ctx, gvr, Some(ns), None, None)?, obj).await {
         Ok(_) => Ok(()),
-        Err(err) if err.code == 404 => match ctx.client.create(&client::path(&res, Some(ns), None, None), obj).await {
-            Ok(_) => Ok(()),
-            // Already created, or the namespace started terminating meanwhile.
-            Err(err) if err.code == 409 || err.code == 403 || err.code == 404 => Ok(()),
-            Err(err) => Err(err),
-        },
+        // Already created, or the namespace started terminating meanwhile.
+        Err(err) if err.code == 409 || err.code == 403 || err.code == 404 => Ok(()),
         Err(err) => Err(err),
     }
 }
 
 async fn reconcile(ctx: Context, (_, ns): Key) -> Result<Action, ApiError> {
-    let namespaces = ctx.catalog.lookup("", "v1", "namespaces").ok_or_else(ApiError::not_found_path)?;
-    let namespace = match ctx.client.get(&client::path(&namespaces, None, Some(&ns), None)).await {
-        Ok(namespace) => namespace,
-        Err(err) if err.code == 404 => return Ok(Action::Done),
-        Err(err) => return Err(err),
-    };
+    let Some(namespace) = objects::get(&ctx, ("", "v1", "namespaces"), "", &ns).await? else { return Ok(Action::Done) };
     if namespace.pointer("/metadata/deletionTimestamp").is_some() {
         return Ok(Action::Done);
     }

@@ -174,6 +174,30 @@ const REVIEWS: &[(&str, &str, &str, &str, bool)] = &[
     ("authorization.k8s.io", "v1", "LocalSubjectAccessReview", "localsubjectaccessreviews", true),
 ];
 
+/// One built-in resource; the array holds the comma-separated short names, categories and subresources.
+fn builtin(
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+    namespaced: bool,
+    [short, categories, subresources]: [&str; 3],
+    stored: bool,
+) -> Arc<ResourceInfo> {
+    Arc::new(ResourceInfo {
+        group: group.into(),
+        version: version.into(),
+        kind: kind.into(),
+        plural: plural.into(),
+        singular: kind.to_lowercase(),
+        namespaced,
+        short_names: split(short),
+        categories: split(categories),
+        subresources: split(subresources),
+        stored,
+    })
+}
+
 fn split(list: &str) -> Vec<String> {
     list.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
@@ -181,37 +205,14 @@ fn split(list: &str) -> Vec<String> {
 impl Catalog {
     /// The catalog of built-in resources.
     pub fn builtin() -> Catalog {
-        let mut resources: Vec<Arc<ResourceInfo>> = BUILTINS
-            .iter()
-            .map(|&(group, version, kind, plural, namespaced, short, categories, subresources)| {
-                Arc::new(ResourceInfo {
-                    group: group.into(),
-                    version: version.into(),
-                    kind: kind.into(),
-                    plural: plural.into(),
-                    singular: kind.to_lowercase(),
-                    namespaced,
-                    short_names: split(short),
-                    categories: split(categories),
-                    subresources: split(subresources),
-                    stored: true,
-                })
-            })
-            .collect();
-        resources.extend(REVIEWS.iter().map(|&(group, version, kind, plural, namespaced)| {
-            Arc::new(ResourceInfo {
-                group: group.into(),
-                version: version.into(),
-                kind: kind.into(),
-                plural: plural.into(),
-                singular: kind.to_lowercase(),
-                namespaced,
-                short_names: Vec::new(),
-                categories: Vec::new(),
-                subresources: Vec::new(),
-                stored: false,
-            })
-        }));
+        let stored =
+            BUILTINS.iter().map(|&(group, version, kind, plural, namespaced, short, categories, subresources)| {
+                builtin(group, version, kind, plural, namespaced, [short, categories, subresources], true)
+            });
+        let reviews = REVIEWS.iter().map(|&(group, version, kind, plural, namespaced)| {
+            builtin(group, version, kind, plural, namespaced, ["", "", ""], false)
+        });
+        let resources: Vec<Arc<ResourceInfo>> = stored.chain(reviews).collect();
         Catalog { resources: Arc::new(RwLock::new(resources)) }
     }
 

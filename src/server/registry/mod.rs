@@ -141,12 +141,7 @@ impl Registry {
         };
         let response = self.store.txn(txn).await.map_err(store_error)?;
         if !response.succeeded {
-            return Err(ApiError::conflict(
-                &res.group,
-                &res.plural,
-                &name,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            ));
+            return Err(ApiError::stale_update(&res.group, &res.plural, &name));
         }
         let mut obj = obj;
         set_resource_version(&mut obj, response.revision);
@@ -185,12 +180,7 @@ impl Registry {
         let response = self.store.txn(txn).await.map_err(store_error)?;
         match response.results.first() {
             Some(OpResult::Delete { prev: Some(prev) }) if response.succeeded => decode(prev),
-            _ => Err(ApiError::conflict(
-                &res.group,
-                &res.plural,
-                name,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            )),
+            _ => Err(ApiError::stale_update(&res.group, &res.plural, name)),
         }
     }
 

@@ -18,8 +18,6 @@ pub fn now_rfc3339() -> String {
 fn name_rule(res: &ResourceInfo) -> NameRule {
     match kinds::strategy(&res.group, &res.kind) {
         Some(strategy) => strategy.name_rule(),
-        None if res.kind == "Namespace" => NameRule::Dns1123Label,
-        None if res.kind == "Service" => NameRule::Dns1035Label,
         None if res.group == "rbac.authorization.k8s.io" => NameRule::PathSegment,
         None => NameRule::Dns1123Subdomain,
     }
