@@ -189,17 +189,17 @@ pub fn resource_paths(res: &ResourceInfo, schemas: &mut SchemaSet) -> Vec<PathIt
             also,
         };
 
+    let create = op(
+        "post",
+        "post",
+        format!("create{gv}{scoped}{kind}"),
+        format!("create a {kind}"),
+        WRITE_PARAMS,
+        Body::Schema(kind_schema.clone()),
+        &kind_schema,
+        &["201", "202"],
+    );
     if !res.stored {
-        let create = op(
-            "post",
-            "post",
-            format!("create{gv}{scoped}{kind}"),
-            format!("create a {kind}"),
-            WRITE_PARAMS,
-            Body::Schema(kind_schema.clone()),
-            &kind_schema,
-            &["201", "202"],
-        );
         return vec![PathItem {
             path: collection,
             tag: tag(&res.group, &res.version),
@@ -221,16 +221,7 @@ pub fn resource_paths(res: &ResourceInfo, schemas: &mut SchemaSet) -> Vec<PathIt
             &list,
             &[],
         ),
-        op(
-            "post",
-            "post",
-            format!("create{gv}{scoped}{kind}"),
-            format!("create a {kind}"),
-            WRITE_PARAMS,
-            Body::Schema(kind_schema.clone()),
-            &kind_schema,
-            &["201", "202"],
-        ),
+        create,
     ];
     let mut deletecollection_params = DELETE_PARAMS.to_vec();
     deletecollection_params.extend_from_slice(LIST_PARAMS);
