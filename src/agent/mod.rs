@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod error;
+pub mod exec;
 pub mod host;
 pub mod image;
 pub mod logs;
@@ -69,6 +70,11 @@ impl AgentConfig {
     /// The log reader the API server's `pods/log` uses for this agent's pods.
     pub fn logs(&self) -> logs::Logs {
         logs::Logs::new(self.data_dir.join("logs"))
+    }
+
+    /// Where the API server's `pods/exec` runs commands for this agent's pods.
+    pub fn streams(&self) -> Arc<dyn exec::ContainerStreams> {
+        exec::LocalStreams::shared(self.data_dir.clone())
     }
 }
 

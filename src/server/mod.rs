@@ -113,7 +113,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let signer = std::sync::Arc::new(authn::serviceaccount::TokenSigner::load_or_create(&tls_dir)?);
     let router = router::router(state.clone())
         .layer(axum::Extension(signer.clone()))
-        .layer(axum::Extension(crate::agent::AgentConfig::for_server(&config).logs()));
+        .layer(axum::Extension(crate::agent::AgentConfig::for_server(&config).logs()))
+        .layer(axum::Extension(crate::agent::AgentConfig::for_server(&config).streams()));
     let shutdown = CancellationToken::new();
     let controllers = crate::controllers::start(
         crate::controllers::Context {

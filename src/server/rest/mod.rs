@@ -2,9 +2,11 @@
 //! create, update, patch, delete and deletecollection, for the resource
 //! itself and its `status` subresource, with upstream's semantics.
 
+mod channel;
 mod codec;
 mod delete;
 mod eviction;
+mod exec;
 mod field_validation;
 mod objects;
 mod patch;
@@ -81,9 +83,13 @@ async fn dispatch(state: ApiState, request: Request) -> Result<Response, ApiErro
     let (parts, body) = request.into_parts();
     let params: Params = Query::<Params>::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or_default();
     let watch_param = matches!(params.get("watch").map(String::as_str), Some("true" | "1"));
-    let Some(info) = request_info::parse(&parts.method, parts.uri.path(), watch_param) else {
+    let Some(mut info) = request_info::parse(&parts.method, parts.uri.path(), watch_param) else {
         return Err(ApiError::not_found_path());
     };
+    // Streaming subresources need `create` also for GET (WebSocket) requests, as upstream.
+    if matches!(info.subresource.as_deref(), Some("exec" | "attach" | "portforward")) {
+        info.verb = "create";
+    }
     let user = super::authn::authenticate(&parts)?;
     let resource =
         state.catalog.lookup(&info.group, &info.version, &info.resource).ok_or_else(ApiError::not_found_path)?;
@@ -94,6 +100,11 @@ async fn dispatch(state: ApiState, request: Request) -> Result<Response, ApiErro
     }
     super::authz::authorize(&state, &user, &info, &resource).await?;
     let negotiated = Negotiated::from_headers(&parts.headers);
+    if info.subresource.as_deref() == Some("exec") && resource.kind == "Pod" {
+        let call =
+            Call { state, info, resource, params, headers: parts.headers.clone(), user, negotiated, signer: None };
+        return exec::exec(call, parts).await;
+    }
     let body = read_body(body).await?;
     let signer = parts.extensions.get::<Arc<super::authn::serviceaccount::TokenSigner>>().cloned();
     let logs = parts.extensions.get::<crate::agent::logs::Logs>().cloned();
