@@ -10,6 +10,7 @@ pub mod image;
 pub mod logs;
 pub mod node;
 pub mod pod;
+pub mod probe;
 pub mod reaper;
 pub mod runtime;
 pub mod sandbox;

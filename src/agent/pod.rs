@@ -8,6 +8,7 @@ use super::AgentCtx;
 use super::backoff;
 use super::error::{AgentError, Result};
 use super::node::now;
+use super::probe;
 use super::reaper::Exit;
 use super::sandbox::{self, PodPaths};
 use super::spec::{self, SpecInput};
@@ -39,6 +40,10 @@ struct Worker {
     sandbox_ready: bool,
     reported: Option<Value>,
     start_time: String,
+    /// Probe tasks by container name, and what they found.
+    probes: HashMap<String, tokio::task::JoinHandle<()>>,
+    probe_tx: mpsc::UnboundedSender<probe::Update>,
+    probe_rx: mpsc::UnboundedReceiver<probe::Update>,
 }
 
 fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
@@ -59,6 +64,7 @@ pub async fn run(ctx: Arc<AgentCtx>, uid: String, mut updates: PodUpdates) {
     let key = format!("{}/{}", text(&pod, "/metadata/namespace"), text(&pod, "/metadata/name"));
     let paths = PodPaths::new(&ctx, text(&pod, "/metadata/namespace"), text(&pod, "/metadata/name"), &uid);
     let (exits_tx, exits) = mpsc::unbounded_channel();
+    let (probe_tx, probe_rx) = mpsc::unbounded_channel();
     let start_time = pod.pointer("/status/startTime").and_then(Value::as_str).map(str::to_string).unwrap_or_else(now);
     let mut worker = Worker {
         ctx,
@@ -74,10 +80,17 @@ pub async fn run(ctx: Arc<AgentCtx>, uid: String, mut updates: PodUpdates) {
         sandbox_ready: false,
         reported: None,
         start_time,
+        probes: HashMap::new(),
+        probe_tx,
+        probe_rx,
     };
     worker.adopt();
     let span = tracing::info_span!("pod", pod = %worker.key, uid = %worker.uid);
     let _ = tracing::Instrument::instrument(worker.main(&mut updates), span).await;
+}
+
+fn record_id(records: &[ContainerRecord], name: &str) -> Option<String> {
+    records.iter().find(|r| r.name == name).and_then(|r| r.id.clone())
 }
 
 fn load_pod(ctx: &AgentCtx, uid: &str) -> Option<Value> {
@@ -128,6 +141,7 @@ impl Worker {
             tokio::select! {
                 changed = updates.changed() => if changed.is_err() { return },
                 Some((id, exit)) = self.exits.recv() => self.exited(&id, exit).await,
+                Some(update) = self.probe_rx.recv() => self.probed(update).await,
                 _ = tokio::time::sleep_until(sleep) => {}
             }
         }
@@ -187,6 +201,15 @@ impl Worker {
             self.records.push(record);
         }
         self.sandbox_ready = !self.records.is_empty();
+        let adopted: Vec<(String, String, bool, bool)> = self
+            .records
+            .iter()
+            .filter(|r| r.running() && !r.init)
+            .filter_map(|r| Some((r.name.clone(), r.id.clone()?, !r.startup_pending, r.ready)))
+            .collect();
+        for (name, id, started, ready) in adopted {
+            self.start_probes(&name, &id, Some((started, ready)));
+        }
     }
 
     fn run_dir(&self, name: &str, restart: u32) -> PathBuf {
@@ -352,10 +375,66 @@ impl Worker {
             r.id = Some(id);
             r.pid = Some(pid);
             r.image_id = image.image_id.clone();
-            r.ready = true;
+        }
+        let probing =
+            if init { None } else { record_id(&self.records, &name).map(|id| self.start_probes(&name, &id, None)) };
+        if let Some(r) = self.record_mut(&name) {
+            r.ready = probing.is_none_or(|(_, ready)| ready);
+            r.startup_pending = probing.is_some_and(|(started, _)| !started);
         }
         self.save(&name);
         Ok(())
+    }
+
+    /// Starts the probes of container run `id`; returns its (started, ready) state.
+    fn start_probes(&mut self, name: &str, id: &str, resume: Option<(bool, bool)>) -> (bool, bool) {
+        if let Some(task) = self.probes.remove(name) {
+            task.abort();
+        }
+        let Some((container, _)) =
+            containers(&self.pod).into_iter().find(|(c, _)| c.get("name").and_then(Value::as_str) == Some(name))
+        else {
+            return (true, true);
+        };
+        let netns = (!sandbox::host_network(&self.pod)).then(|| self.paths.netns.clone());
+        let probing = probe::spawn(&self.ctx, &self.pod, &container, id, netns, resume, self.probe_tx.clone());
+        if let Some(task) = probing.task {
+            self.probes.insert(name.to_string(), task);
+        }
+        (probing.started, probing.ready)
+    }
+
+    /// Applies what a probe found to the container run it probed.
+    async fn probed(&mut self, update: probe::Update) {
+        let probe::Update { container: name, run_id, effect } = update;
+        let Some(record) = self.records.iter_mut().find(|r| r.id.as_deref() == Some(run_id.as_str()) && r.running())
+        else {
+            return;
+        };
+        match effect {
+            probe::Effect::Started => record.startup_pending = false,
+            probe::Effect::Ready(ready) => record.ready = ready,
+            probe::Effect::Kill(kind) => {
+                record.ready = false;
+                let policy = self.pod.pointer("/spec/restartPolicy").and_then(Value::as_str).unwrap_or("Always");
+                let message = probe::kill_message(&name, kind, policy != "Never");
+                tracing::info!(container = %name, %message, "killing the container");
+                probe::Events::new(self.ctx.clone(), self.pod.clone(), &name)
+                    .record("Normal", "Killing", &message)
+                    .await;
+                if let Err(err) = self.ctx.runtime.kill(&run_id, Signal::SIGTERM) {
+                    tracing::warn!(error = %err, "cannot signal container");
+                }
+                let grace =
+                    self.pod.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_u64).unwrap_or(30);
+                let runtime = self.ctx.runtime.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(grace)).await;
+                    let _ = runtime.kill(&run_id, Signal::SIGKILL);
+                });
+            }
+        }
+        self.save(&name);
     }
 
     /// Records a container exit and releases its runtime state and rootfs.
@@ -384,6 +463,9 @@ impl Worker {
         record.pid = None;
         record.ready = false;
         let (name, restart) = (record.name.clone(), record.restart_count);
+        if let Some(task) = self.probes.remove(&name) {
+            task.abort();
+        }
         let ran = self.run_started.get(&name).map(|s| s.elapsed()).unwrap_or_default();
         self.next_start.insert(name.clone(), Instant::now() + backoff::delay(restart, ran));
         self.save(&name);

@@ -36,6 +36,9 @@ pub struct ContainerRecord {
     pub image: String,
     pub image_id: String,
     pub ready: bool,
+    /// A startup probe has not succeeded yet for the current run.
+    #[serde(default)]
+    pub startup_pending: bool,
 }
 
 impl ContainerRecord {
@@ -51,6 +54,7 @@ impl ContainerRecord {
             image: image.into(),
             image_id: String::new(),
             ready: false,
+            startup_pending: false,
         }
     }
 
@@ -116,7 +120,7 @@ pub fn container_status(spec: &Value, record: Option<&ContainerRecord>) -> Value
         "imageID": record.image_id,
         "ready": record.ready && record.running(),
         "restartCount": record.restart_count,
-        "started": record.running(),
+        "started": record.running() && !record.startup_pending,
         "state": state,
         "lastState": record.last.as_ref().map(|t| json!({"terminated": terminated_json(t, None)})).unwrap_or(json!({})),
     });
