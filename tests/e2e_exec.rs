@@ -225,3 +225,103 @@ fn exec_with_a_terminal(cluster: &Cluster) {
     assert!(output.contains("/dev/pts/"), "tty names a pty: {output:?}");
     assert!(output.contains("33 111"), "the terminal has kubectl's size: {output:?}");
 }
+
+/// The events about `pod` with `reason`, as (message, count).
+fn events(cluster: &Cluster, pod: &str, reason: &str) -> Vec<(String, u64)> {
+    let out = cluster.kubectl(&["get", "events", "-o", "json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["involvedObject"]["name"] == pod && e["reason"] == reason)
+        .map(|e| (e["message"].as_str().unwrap_or_default().to_string(), e["count"].as_u64().unwrap_or(1)))
+        .collect()
+}
+
+fn container_status(pod: &Value) -> &Value {
+    &pod["status"]["containerStatuses"][0]
+}
+
+#[test]
+fn probes_drive_readiness_and_restarts() {
+    if !can_run("probes_drive_readiness_and_restarts") {
+        return;
+    }
+    let cluster = Agent::start();
+    let quick = "periodSeconds: 1, failureThreshold: 1";
+    // Readiness by httpGet against busybox httpd (port by name).
+    cluster.apply(&pod_manifest(
+        "web",
+        &[container_manifest(
+            "main",
+            "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www",
+            &format!(
+                "    ports: [{{name: http, containerPort: 8080}}]\n    readinessProbe: {{httpGet: {{path: /index.html, port: http}}, {quick}}}\n"
+            ),
+        )],
+    ));
+    // Liveness by tcpSocket on a port nobody listens on: killed and restarted.
+    cluster.apply(&pod_manifest(
+        "doomed",
+        &[container_manifest(
+            "main",
+            "exec sleep 3600",
+            "    livenessProbe: {tcpSocket: {port: 8081}, periodSeconds: 1, failureThreshold: 2}\n",
+        )],
+    ));
+    // A startup probe (exec) that holds readiness back until /tmp/go exists;
+    // the liveness probe, which would fail and restart the container before
+    // that, must not run until the startup probe passed.
+    cluster.apply(&pod_manifest(
+        "slow",
+        &[container_manifest(
+            "main",
+            "exec sleep 3600",
+            &format!(
+                "    startupProbe: {{exec: {{command: [test, -e, /tmp/go]}}, periodSeconds: 1, failureThreshold: 600}}\n    livenessProbe: {{exec: {{command: [test, -e, /tmp/go]}}, {quick}}}\n    readinessProbe: {{exec: {{command: [\"true\"]}}, {quick}}}\n"
+            ),
+        )],
+    ));
+
+    let ready = cluster.wait_pod("web", "Ready", Duration::from_secs(60), |p| condition(p, "Ready") == "True");
+    assert_eq!(condition(&ready, "ContainersReady"), "True");
+    assert_eq!(container_status(&ready)["ready"], true);
+    cluster.ok(&["exec", "web", "--", "rm", "/www/index.html"]);
+    let unready = cluster.wait_pod("web", "not Ready", Duration::from_secs(20), |p| condition(p, "Ready") == "False");
+    assert_eq!(container_status(&unready)["ready"], false);
+    assert_eq!(container_status(&unready)["restartCount"], 0, "readiness never restarts");
+    let failed = events(&cluster, "web", "Unhealthy");
+    assert!(
+        failed.iter().any(|(m, _)| m.starts_with("Readiness probe failed: HTTP probe failed with statuscode: 404")),
+        "{failed:?}"
+    );
+
+    let restarted = cluster.wait_pod("doomed", "a restart", Duration::from_secs(60), |p| {
+        container_status(p)["restartCount"].as_u64().is_some_and(|n| n >= 1)
+    });
+    assert!(container_status(&restarted)["lastState"]["terminated"].is_object());
+    let unhealthy = events(&cluster, "doomed", "Unhealthy");
+    assert!(
+        unhealthy
+            .iter()
+            .any(|(m, _)| m.starts_with("Liveness probe failed: dial tcp") && m.contains("connection refused")),
+        "{unhealthy:?}"
+    );
+    let killing = events(&cluster, "doomed", "Killing");
+    assert!(killing.iter().any(|(m, _)| m == "Container main failed liveness probe, will be restarted"), "{killing:?}");
+
+    // The startup probe has failed a few times: still not started, not ready.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while events(&cluster, "slow", "Unhealthy").iter().map(|(_, n)| n).sum::<u64>() < 3 {
+        assert!(Instant::now() < deadline, "no failed startup probes recorded");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let slow = cluster.wait_running("slow");
+    assert_eq!(container_status(&slow)["started"], false);
+    assert_eq!(condition(&slow, "Ready"), "False");
+    cluster.ok(&["exec", "slow", "--", "touch", "/tmp/go"]);
+    let slow = cluster.wait_pod("slow", "Ready", Duration::from_secs(20), |p| condition(p, "Ready") == "True");
+    assert_eq!(container_status(&slow)["started"], true);
+    assert_eq!(container_status(&slow)["restartCount"], 0);
+}
