@@ -86,12 +86,15 @@ impl Agent {
             if out.status.success() && check(&json) {
                 return json;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{pod}: {what} not reached; status:\n{:#}\n{}",
-                json["status"],
-                self.log_tail()
-            );
+            if Instant::now() >= deadline {
+                let events = self.kubectl(&["get", "events"]);
+                panic!(
+                    "{pod}: {what} not reached; status:\n{:#}\nevents:\n{}\n{}",
+                    json["status"],
+                    String::from_utf8_lossy(&events.stdout),
+                    self.log_tail()
+                );
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -177,6 +180,20 @@ fn exec_runs_commands_in_the_container() {
     assert!(err.contains("/no/such/binary"), "{err}");
 
     exec_with_a_terminal(&cluster);
+    copy_files_both_ways(&cluster);
+}
+
+/// `kubectl cp` is tar over exec, both directions.
+fn copy_files_both_ways(cluster: &Cluster) {
+    let source = cluster.dir.path().join("to-pod.txt");
+    std::fs::write(&source, "copied\n").expect("write source");
+    let source = source.to_string_lossy().into_owned();
+    cluster.ok(&["cp", &source, "shell:/tmp/copied.txt", "-c", "main"]);
+    assert_eq!(cluster.ok(&["exec", "shell", "-c", "main", "--", "cat", "/tmp/copied.txt"]), "copied\n");
+    let back = cluster.dir.path().join("from-pod.txt");
+    let back_arg = back.to_string_lossy().into_owned();
+    cluster.ok(&["cp", "shell:/tmp/copied.txt", &back_arg, "-c", "main"]);
+    assert_eq!(std::fs::read_to_string(&back).expect("copied back"), "copied\n");
 }
 
 /// `kubectl exec -it` on a pty of our own: the command sees a terminal of the

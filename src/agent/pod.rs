@@ -156,7 +156,9 @@ impl Worker {
         let path = self.paths.records().join(format!("{name}.json"));
         match serde_json::to_vec(record) {
             Ok(bytes) => {
-                if let Err(err) = std::fs::write(&path, bytes) {
+                // Written whole then renamed: exec and probes read records concurrently.
+                let partial = path.with_extension("json.partial");
+                if let Err(err) = std::fs::write(&partial, bytes).and_then(|()| std::fs::rename(&partial, &path)) {
                     tracing::warn!(path = %path.display(), error = %err, "cannot save container record");
                 }
             }
@@ -168,6 +170,9 @@ impl Worker {
     fn adopt(&mut self) {
         let dir = self.paths.records();
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.path().extension().is_none_or(|e| e != "json") {
+                continue;
+            }
             let Ok(bytes) = std::fs::read(entry.path()) else { continue };
             let Ok(mut record) = serde_json::from_slice::<ContainerRecord>(&bytes) else { continue };
             if let (State::Running { started_at }, Some(id)) = (record.state.clone(), record.id.clone()) {

@@ -25,6 +25,8 @@ pub struct ExecRequest {
     pub stderr: bool,
     /// A terminal: stdin, stdout and stderr share one pty (all output is stdout).
     pub tty: bool,
+    /// The terminal's size when the process starts (with `tty`).
+    pub terminal_size: Option<TerminalSize>,
 }
 
 /// A terminal size as kubectl sends it on the resize channel.
@@ -130,8 +132,15 @@ pub async fn run_to_end(
     command: Vec<String>,
     timeout: std::time::Duration,
 ) -> Result<(Option<i32>, Vec<u8>), ExecError> {
-    let request =
-        ExecRequest { container: container.to_string(), command, stdin: false, stdout: true, stderr: true, tty: false };
+    let request = ExecRequest {
+        container: container.to_string(),
+        command,
+        stdin: false,
+        stdout: true,
+        stderr: true,
+        tty: false,
+        terminal_size: None,
+    };
     let mut session = streams.exec(pod, request).await?;
     let collect = async {
         let (mut out, mut err) = (Vec::new(), Vec::new());

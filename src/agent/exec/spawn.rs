@@ -3,10 +3,11 @@
 //! capabilities, env, cwd) with the requested command, stdio on pipes, or on
 //! a pty made inside the container and handed back over a console socket.
 
-use super::{ExecError, ExecRequest};
+use super::{ExecError, ExecRequest, TerminalSize};
 use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError, default};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use serde_json::{Value, json};
 use std::io::IoSliceMut;
@@ -92,6 +93,9 @@ pub fn spawn(runtime_root: &Path, id: &str, request: &ExecRequest) -> Result<Spa
         let path = std::env::temp_dir().join(format!("kube-exec-{unique}.sock"));
         let listener = UnixListener::bind(&path).map_err(io_err(format!("listen on {}", path.display())))?;
         builder = builder.with_console_socket(Some(&path));
+        if let Some(size) = request.terminal_size {
+            builder = builder.with_executor(SizedTerminal { size });
+        }
         Some((listener, TempFile(path)))
     } else {
         let (stdin, theirs) = if request.stdin {
@@ -137,6 +141,27 @@ pub fn spawn(runtime_root: &Path, id: &str, request: &ExecRequest) -> Result<Spa
     Ok(ours)
 }
 
+/// Runs the process like libcontainer's default executor, after giving its
+/// terminal (already on stdin) the size kubectl's terminal has, so the
+/// command never sees a 0x0 terminal.
+#[derive(Clone)]
+struct SizedTerminal {
+    size: TerminalSize,
+}
+
+impl Executor for SizedTerminal {
+    fn exec(&self, spec: &libcontainer::oci_spec::runtime::Spec) -> Result<(), ExecutorError> {
+        let winsize = libc::winsize { ws_row: self.size.height, ws_col: self.size.width, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ reads one `winsize` from the pointer, which outlives the call.
+        unsafe { libc::ioctl(0, libc::TIOCSWINSZ, &winsize) };
+        default::get_executor().exec(spec)
+    }
+
+    fn validate(&self, spec: &libcontainer::oci_spec::runtime::Spec) -> Result<(), ExecutorValidationError> {
+        default::get_executor().validate(spec)
+    }
+}
+
 fn fastrand_suffix() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or_default();
@@ -179,6 +204,7 @@ mod tests {
             stdout: true,
             stderr: !tty,
             tty,
+            terminal_size: None,
         }
     }
 

@@ -5,7 +5,7 @@
 
 use super::Call;
 use super::channel::{self, ClientFrame};
-use crate::agent::exec::{ContainerStreams, ExecError, ExecRequest, Output, Session};
+use crate::agent::exec::{ContainerStreams, ExecError, ExecRequest, Output};
 use crate::server::error::ApiError;
 use axum::extract::FromRequestParts;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
@@ -16,6 +16,8 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a TTY session waits for kubectl's terminal size before starting the process.
+const FIRST_RESIZE_WAIT: Duration = Duration::from_secs(1);
 /// How long output may still drain after the process exited.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
@@ -40,7 +42,7 @@ fn exec_request(query: &str, pod: &Value, attach: bool) -> Result<ExecRequest, A
             "cannot exec into a container in a completed pod; current phase is {phase}"
         )));
     }
-    Ok(ExecRequest { container, command, stdin, stdout, stderr: stderr && !tty, tty })
+    Ok(ExecRequest { container, command, stdin, stdout, stderr: stderr && !tty, tty, terminal_size: None })
 }
 
 fn container_names(pod: &Value) -> Vec<String> {
@@ -97,8 +99,7 @@ pub async fn exec(call: Call, mut parts: Parts) -> Result<Response, ApiError> {
     let protocol = upgrade.selected_protocol().and_then(|p| p.to_str().ok()).unwrap_or_default().to_string();
     tracing::info!(pod = %call.name(), container = %request.container, tty = request.tty, "exec");
     Ok(upgrade.on_upgrade(move |socket| async move {
-        let session = streams.exec(&pod, request.clone()).await;
-        pump(socket, &protocol, &request, session).await;
+        pump(socket, &protocol, request, streams.as_ref(), &pod).await;
     }))
 }
 
@@ -135,8 +136,38 @@ async fn upgrade(parts: &mut Parts) -> Result<WebSocketUpgrade, ApiError> {
 
 /// Moves bytes until the process exited and its output drained, then sends
 /// the exit status on the error channel and closes the socket normally.
-async fn pump(socket: WebSocket, protocol: &str, request: &ExecRequest, session: Result<Session, ExecError>) {
+async fn pump(
+    socket: WebSocket,
+    protocol: &str,
+    mut request: ExecRequest,
+    streams: &dyn ContainerStreams,
+    pod: &Value,
+) {
     let (mut sink, mut source) = socket.split();
+    let mut early = Vec::new();
+    if request.tty {
+        // kubectl sends its terminal size first: start the process with it.
+        let wait = tokio::time::sleep(FIRST_RESIZE_WAIT);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                message = source.next() => match message {
+                    Some(Ok(Message::Binary(data))) => {
+                        if let Ok(ClientFrame::Resize(size)) = channel::decode(protocol, &data) {
+                            request.terminal_size = Some(size);
+                            break;
+                        }
+                        early.push(Ok(Message::Binary(data)));
+                    }
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                    Some(Ok(_)) => {}
+                },
+                _ = &mut wait => break,
+            }
+        }
+    }
+    let session = streams.exec(pod, request.clone()).await;
+    let mut source = futures::stream::iter(early).chain(source);
     let mut session = match session {
         Ok(session) => session,
         Err(err) => {
