@@ -181,6 +181,44 @@ fn exec_runs_commands_in_the_container() {
 
     exec_with_a_terminal(&cluster);
     copy_files_both_ways(&cluster);
+    attach_follows_the_output(&cluster);
+}
+
+/// `kubectl attach` shows the container's output as it is written.
+fn attach_follows_the_output(cluster: &Agent) {
+    cluster.apply(&pod_manifest(
+        "ticker",
+        &[container_manifest("main", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done", "")],
+    ));
+    cluster.wait_running("ticker");
+    let mut child = Command::new(common::client("kubectl"))
+        .args(["attach", "ticker", "-c", "main"])
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env("HOME", cluster.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl attach");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(20));
+    let second = rx.recv_timeout(Duration::from_secs(5));
+    let _ = child.kill();
+    let _ = child.wait();
+    let (first, second) = (first.expect("attach printed output"), second.expect("attach kept following"));
+    let number = |line: &str| line.strip_prefix("tick ").and_then(|n| n.parse::<u64>().ok());
+    let (a, b) = (number(&first).expect("a tick"), number(&second).expect("a tick"));
+    assert_eq!(b, a + 1, "lines in order as written: {first:?}, {second:?}");
+    let err = cluster.fails(&["attach", "-i", "ticker", "-c", "main"]);
+    assert!(err.contains("stdin"), "{err}");
 }
 
 /// `kubectl cp` is tar over exec, both directions.

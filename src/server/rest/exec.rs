@@ -22,7 +22,7 @@ const FIRST_RESIZE_WAIT: Duration = Duration::from_secs(1);
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
 /// The query of an exec request, with `command` repeated.
-fn exec_request(query: &str, pod: &Value, attach: bool) -> Result<ExecRequest, ApiError> {
+pub(super) fn exec_request(query: &str, pod: &Value, attach: bool) -> Result<ExecRequest, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
     let flag = |name: &str| pairs.iter().any(|(k, v)| k == name && matches!(v.as_str(), "true" | "1"));
     let command: Vec<String> = pairs.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect();
@@ -78,7 +78,7 @@ fn resolve_container(pod: &Value, pod_name: &str, container: Option<String>) -> 
     }
 }
 
-fn streams_error(err: ExecError) -> ApiError {
+pub(super) fn streams_error(err: ExecError) -> ApiError {
     match err {
         ExecError::NotRunning { .. } => ApiError::bad_request(err.to_string()),
         other => ApiError::internal("exec", &other),
@@ -104,7 +104,7 @@ pub async fn exec(call: Call, mut parts: Parts) -> Result<Response, ApiError> {
 }
 
 /// The WebSocket upgrade, or why there is none.
-async fn upgrade(parts: &mut Parts) -> Result<WebSocketUpgrade, ApiError> {
+pub(super) async fn upgrade(parts: &mut Parts) -> Result<WebSocketUpgrade, ApiError> {
     let spdy = parts
         .headers
         .get(http::header::UPGRADE)
@@ -261,7 +261,7 @@ async fn pump(
     }
 }
 
-fn close_normal() -> Message {
+pub(super) fn close_normal() -> Message {
     Message::Close(Some(CloseFrame { code: close_code::NORMAL, reason: "".into() }))
 }
 

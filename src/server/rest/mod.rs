@@ -2,6 +2,7 @@
 //! create, update, patch, delete and deletecollection, for the resource
 //! itself and its `status` subresource, with upstream's semantics.
 
+mod attach;
 mod channel;
 mod codec;
 mod delete;
@@ -100,10 +101,11 @@ async fn dispatch(state: ApiState, request: Request) -> Result<Response, ApiErro
     }
     super::authz::authorize(&state, &user, &info, &resource).await?;
     let negotiated = Negotiated::from_headers(&parts.headers);
-    if info.subresource.as_deref() == Some("exec") && resource.kind == "Pod" {
+    if matches!(info.subresource.as_deref(), Some("exec" | "attach")) && resource.kind == "Pod" {
+        let attach = info.subresource.as_deref() == Some("attach");
         let call =
             Call { state, info, resource, params, headers: parts.headers.clone(), user, negotiated, signer: None };
-        return exec::exec(call, parts).await;
+        return if attach { attach::attach(call, parts).await } else { exec::exec(call, parts).await };
     }
     let body = read_body(body).await?;
     let signer = parts.extensions.get::<Arc<super::authn::serviceaccount::TokenSigner>>().cloned();
