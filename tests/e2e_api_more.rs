@@ -249,3 +249,72 @@ fn watches_and_lists_behind_the_history_window_get_410() {
         "{event}"
     );
 }
+
+#[test]
+fn pods_get_qos_class_default_tolerations_and_scheduled_on_binding() {
+    let cluster = Cluster::start();
+    let manifest = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: guaranteed}
+spec: {containers: [{name: c, image: x, resources: {limits: {cpu: "1", memory: 64Mi}}}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: burstable}
+spec: {containers: [{name: c, image: x, resources: {requests: {memory: 1Mi}}}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: besteffort}
+spec: {containers: [{name: c, image: x}]}
+---
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: rc}
+spec: {replicas: 0, template: {metadata: {labels: {app: rc}}, spec: {containers: [{name: c, image: x}]}}}
+"#;
+    let out = cluster.kubectl_stdin(&["create", "-f", "-"], manifest);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let jsonpath = "jsonpath={range .items[*]}{.metadata.name}={.status.qosClass} {end}";
+    assert_eq!(
+        cluster.ok(&["get", "pods", "-o", jsonpath]).trim(),
+        "besteffort=BestEffort burstable=Burstable guaranteed=Guaranteed"
+    );
+    // Requests default to limits.
+    assert_eq!(
+        cluster.ok(&["get", "pod", "guaranteed", "-o", "jsonpath={.spec.containers[0].resources.requests.memory}"]),
+        "64Mi"
+    );
+    // DefaultTolerationSeconds: 300 s for not-ready and unreachable nodes.
+    let tolerations = cluster.ok(&[
+        "get",
+        "pod",
+        "besteffort",
+        "-o",
+        "jsonpath={range .spec.tolerations[*]}{.key}:{.effect}:{.tolerationSeconds} {end}",
+    ]);
+    assert_eq!(
+        tolerations.trim(),
+        "node.kubernetes.io/not-ready:NoExecute:300 node.kubernetes.io/unreachable:NoExecute:300"
+    );
+    // A ReplicationController's empty selector and labels come from its template.
+    assert_eq!(cluster.ok(&["get", "rc", "rc", "-o", "jsonpath={.spec.selector.app}/{.metadata.labels.app}"]), "rc/rc");
+    // The binding sets PodScheduled=True.
+    let node = "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n";
+    let out = cluster.kubectl_stdin(&["create", "-f", "-"], node);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let binding =
+        r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"besteffort"},"target":{"kind":"Node","name":"n1"}}"#;
+    let out = cluster
+        .kubectl_stdin(&["create", "--raw", "/api/v1/namespaces/default/pods/besteffort/binding", "-f", "-"], binding);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let scheduled = cluster.ok(&[
+        "get",
+        "pod",
+        "besteffort",
+        "-o",
+        "jsonpath={.spec.nodeName} {.status.conditions[?(@.type==\"PodScheduled\")].status}",
+    ]);
+    assert_eq!(scheduled, "n1 True");
+}
