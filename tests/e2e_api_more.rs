@@ -318,3 +318,20 @@ spec: {replicas: 0, template: {metadata: {labels: {app: rc}}, spec: {containers:
     ]);
     assert_eq!(scheduled, "n1 True");
 }
+
+#[test]
+fn lists_of_objects_are_validated_and_applied() {
+    let cluster = Cluster::start();
+    // kubectl validates a `kind: List` against the protobuf OpenAPI v2 document.
+    let list = |data_key: &str| {
+        format!(
+            "apiVersion: v1\nkind: List\nitems:\n- {{apiVersion: v1, kind: ConfigMap, metadata: {{name: a}}, {data_key}: {{x: \"1\"}}}}\n"
+        )
+    };
+    let typo = cluster.kubectl_stdin(&["apply", "-f", "-"], &list("dat"));
+    let err = String::from_utf8_lossy(&typo.stderr);
+    assert!(!typo.status.success() && err.contains(r#"unknown field "dat" in io.k8s.api.core.v1.ConfigMap"#), "{err}");
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &list("data"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(cluster.ok(&["get", "cm", "a", "-o", "jsonpath={.data.x}"]), "1");
+}
