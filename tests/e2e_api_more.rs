@@ -66,6 +66,57 @@ fn service_account_tokens_authenticate_and_rbac_decides() {
     let secrets = as_builder(&["get", "secrets", "-n", "team"]);
     assert!(!secrets.status.success(), "view must not read secrets");
     assert_eq!(cluster.ok(&["auth", "can-i", "create", "deployments"]).trim(), "yes");
+    // Deleting the service account revokes its tokens, also once it is recreated (new UID).
+    cluster.ok(&["delete", "serviceaccount", "builder", "-n", "team"]);
+    cluster.ok(&["create", "serviceaccount", "builder", "-n", "team"]);
+    let revoked = as_builder(&["get", "pods", "-n", "team"]);
+    let err = String::from_utf8_lossy(&revoked.stderr);
+    assert!(err.contains("Unauthorized"), "a token of a deleted service account still works: {err}");
+    // A pod-bound token lives as long as its pod.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: worker, namespace: team}\nspec: {serviceAccountName: builder, containers: [{name: c, image: x}]}\n";
+    let out = cluster.kubectl_stdin(&["create", "-f", "-"], pod);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bound = cluster.ok(&[
+        "create",
+        "token",
+        "builder",
+        "-n",
+        "team",
+        "--bound-object-kind=Pod",
+        "--bound-object-name=worker",
+    ]);
+    let whoami = |token: &str| {
+        let server = format!("https://127.0.0.1:{}", cluster.port);
+        let args = [
+            "--kubeconfig",
+            "/dev/null",
+            "--server",
+            &server,
+            "--insecure-skip-tls-verify",
+            "--token",
+            token,
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.extra.authentication\\.kubernetes\\.io/pod-name}",
+        ];
+        cluster.kubectl(&args)
+    };
+    let before = whoami(bound.trim());
+    assert_eq!(String::from_utf8_lossy(&before.stdout), "[\"worker\"]", "{}", String::from_utf8_lossy(&before.stderr));
+    cluster.ok(&["delete", "pod", "worker", "-n", "team", "--grace-period=0", "--force"]);
+    let after = whoami(bound.trim());
+    assert!(String::from_utf8_lossy(&after.stderr).contains("Unauthorized"), "a token of a deleted pod still works");
+    let other = cluster.fails(&[
+        "create",
+        "token",
+        "default",
+        "-n",
+        "team",
+        "--bound-object-kind=Pod",
+        "--bound-object-name=worker",
+    ]);
+    assert!(other.contains("not found"), "{other}");
 }
 
 #[test]
