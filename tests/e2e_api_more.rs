@@ -66,6 +66,57 @@ fn service_account_tokens_authenticate_and_rbac_decides() {
     let secrets = as_builder(&["get", "secrets", "-n", "team"]);
     assert!(!secrets.status.success(), "view must not read secrets");
     assert_eq!(cluster.ok(&["auth", "can-i", "create", "deployments"]).trim(), "yes");
+    // Deleting the service account revokes its tokens, also once it is recreated (new UID).
+    cluster.ok(&["delete", "serviceaccount", "builder", "-n", "team"]);
+    cluster.ok(&["create", "serviceaccount", "builder", "-n", "team"]);
+    let revoked = as_builder(&["get", "pods", "-n", "team"]);
+    let err = String::from_utf8_lossy(&revoked.stderr);
+    assert!(err.contains("Unauthorized"), "a token of a deleted service account still works: {err}");
+    // A pod-bound token lives as long as its pod.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: worker, namespace: team}\nspec: {serviceAccountName: builder, containers: [{name: c, image: x}]}\n";
+    let out = cluster.kubectl_stdin(&["create", "-f", "-"], pod);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bound = cluster.ok(&[
+        "create",
+        "token",
+        "builder",
+        "-n",
+        "team",
+        "--bound-object-kind=Pod",
+        "--bound-object-name=worker",
+    ]);
+    let whoami = |token: &str| {
+        let server = format!("https://127.0.0.1:{}", cluster.port);
+        let args = [
+            "--kubeconfig",
+            "/dev/null",
+            "--server",
+            &server,
+            "--insecure-skip-tls-verify",
+            "--token",
+            token,
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.extra.authentication\\.kubernetes\\.io/pod-name}",
+        ];
+        cluster.kubectl(&args)
+    };
+    let before = whoami(bound.trim());
+    assert_eq!(String::from_utf8_lossy(&before.stdout), "[\"worker\"]", "{}", String::from_utf8_lossy(&before.stderr));
+    cluster.ok(&["delete", "pod", "worker", "-n", "team", "--grace-period=0", "--force"]);
+    let after = whoami(bound.trim());
+    assert!(String::from_utf8_lossy(&after.stderr).contains("Unauthorized"), "a token of a deleted pod still works");
+    let other = cluster.fails(&[
+        "create",
+        "token",
+        "default",
+        "-n",
+        "team",
+        "--bound-object-kind=Pod",
+        "--bound-object-name=worker",
+    ]);
+    assert!(other.contains("not found"), "{other}");
 }
 
 #[test]
@@ -248,4 +299,90 @@ fn watches_and_lists_behind_the_history_window_get_410() {
         event["object"]["message"].as_str().unwrap().starts_with(&format!("too old resource version: {first} (")),
         "{event}"
     );
+}
+
+#[test]
+fn pods_get_qos_class_default_tolerations_and_scheduled_on_binding() {
+    let cluster = Cluster::start();
+    let manifest = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: guaranteed}
+spec: {containers: [{name: c, image: x, resources: {limits: {cpu: "1", memory: 64Mi}}}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: burstable}
+spec: {containers: [{name: c, image: x, resources: {requests: {memory: 1Mi}}}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: besteffort}
+spec: {containers: [{name: c, image: x}]}
+---
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: rc}
+spec: {replicas: 0, template: {metadata: {labels: {app: rc}}, spec: {containers: [{name: c, image: x}]}}}
+"#;
+    let out = cluster.kubectl_stdin(&["create", "-f", "-"], manifest);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let jsonpath = "jsonpath={range .items[*]}{.metadata.name}={.status.qosClass} {end}";
+    assert_eq!(
+        cluster.ok(&["get", "pods", "-o", jsonpath]).trim(),
+        "besteffort=BestEffort burstable=Burstable guaranteed=Guaranteed"
+    );
+    // Requests default to limits.
+    assert_eq!(
+        cluster.ok(&["get", "pod", "guaranteed", "-o", "jsonpath={.spec.containers[0].resources.requests.memory}"]),
+        "64Mi"
+    );
+    // DefaultTolerationSeconds: 300 s for not-ready and unreachable nodes.
+    let tolerations = cluster.ok(&[
+        "get",
+        "pod",
+        "besteffort",
+        "-o",
+        "jsonpath={range .spec.tolerations[*]}{.key}:{.effect}:{.tolerationSeconds} {end}",
+    ]);
+    assert_eq!(
+        tolerations.trim(),
+        "node.kubernetes.io/not-ready:NoExecute:300 node.kubernetes.io/unreachable:NoExecute:300"
+    );
+    // A ReplicationController's empty selector and labels come from its template.
+    assert_eq!(cluster.ok(&["get", "rc", "rc", "-o", "jsonpath={.spec.selector.app}/{.metadata.labels.app}"]), "rc/rc");
+    // The binding sets PodScheduled=True.
+    let node = "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n";
+    let out = cluster.kubectl_stdin(&["create", "-f", "-"], node);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let binding =
+        r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"besteffort"},"target":{"kind":"Node","name":"n1"}}"#;
+    let out = cluster
+        .kubectl_stdin(&["create", "--raw", "/api/v1/namespaces/default/pods/besteffort/binding", "-f", "-"], binding);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let scheduled = cluster.ok(&[
+        "get",
+        "pod",
+        "besteffort",
+        "-o",
+        "jsonpath={.spec.nodeName} {.status.conditions[?(@.type==\"PodScheduled\")].status}",
+    ]);
+    assert_eq!(scheduled, "n1 True");
+}
+
+#[test]
+fn lists_of_objects_are_validated_and_applied() {
+    let cluster = Cluster::start();
+    // kubectl validates a `kind: List` against the protobuf OpenAPI v2 document.
+    let list = |data_key: &str| {
+        format!(
+            "apiVersion: v1\nkind: List\nitems:\n- {{apiVersion: v1, kind: ConfigMap, metadata: {{name: a}}, {data_key}: {{x: \"1\"}}}}\n"
+        )
+    };
+    let typo = cluster.kubectl_stdin(&["apply", "-f", "-"], &list("dat"));
+    let err = String::from_utf8_lossy(&typo.stderr);
+    assert!(!typo.status.success() && err.contains(r#"unknown field "dat" in io.k8s.api.core.v1.ConfigMap"#), "{err}");
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &list("data"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(cluster.ok(&["get", "cm", "a", "-o", "jsonpath={.data.x}"]), "1");
 }

@@ -573,6 +573,24 @@ fn disruption_budget_counts_healthy_pods() {
         (condition["type"].as_str(), condition["reason"].as_str()),
         (Some("DisruptionAllowed"), Some("SufficientPods"))
     );
+    // The one allowed disruption is spent by the first eviction; a second, right
+    // after, is refused whatever the controller has recomputed meanwhile.
+    let pods = live_pods(&cluster, "app=web");
+    let evict = |pod: &str| {
+        let body = format!(r#"{{"apiVersion":"policy/v1","kind":"Eviction","metadata":{{"name":"{pod}"}}}}"#);
+        cluster.kubectl_stdin(
+            &["create", "--raw", &format!("/api/v1/namespaces/default/pods/{pod}/eviction"), "-f", "-"],
+            &body,
+        )
+    };
+    let first = evict(text(&pods[0], "/metadata/name"));
+    assert!(first.status.success(), "first eviction: {}", String::from_utf8_lossy(&first.stderr));
+    let second = evict(text(&pods[1], "/metadata/name"));
+    let refusal = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "a second eviction within the budget's one disruption succeeded");
+    assert!(refusal.contains("disruption budget"), "{refusal}");
+    let status = budget(&cluster);
+    assert_eq!(status["disruptionsAllowed"], 0, "{status}");
 }
 
 #[test]

@@ -140,8 +140,18 @@ spec:
     });
     succeed(&pods[1]);
     succeed(&third);
-    cluster.ok(&["wait", "--for=condition=complete", "job/sim", "--timeout=30s"]);
-    // ttlSecondsAfterFinished: 1 — the job goes soon after.
+    // The job may already be gone (ttlSecondsAfterFinished: 1) by the time
+    // kubectl looks, so completion is read from its event, which outlives it.
+    eventually(&cluster, "the job's Completed event", Duration::from_secs(30), || {
+        let events = cluster.ok(&[
+            "get",
+            "events",
+            "--field-selector=involvedObject.kind=Job,involvedObject.name=sim",
+            "-o",
+            "json",
+        ]);
+        events.contains("\"reason\": \"Completed\"").then_some(())
+    });
     eventually(&cluster, "the job deleted after its TTL", Duration::from_secs(30), || {
         (!cluster.ok(&["get", "jobs", "-o", "name"]).contains("job.batch/sim")).then_some(())
     });

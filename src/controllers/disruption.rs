@@ -6,7 +6,6 @@
 use super::Context;
 use super::objects::{self, PODS, deleting, int_at, name, pod_active, pod_ready, set_condition, str_at};
 use super::queue::{self, Action, Key, Secondary, Wake};
-use super::replicaset::write_status;
 use super::rollout::resolve;
 use crate::server::error::ApiError;
 use serde_json::{Value, json};
@@ -80,7 +79,8 @@ async fn reconcile(ctx: Context, (ns, pdb_name): Key) -> Result<Action, ApiError
         all.iter().filter(|p| pod_active(p) && selector.as_ref().is_some_and(|s| s.matches(p))).collect();
     let expected = expected_pods(&ctx, &ns, &pods).await?;
     let desired = desired_healthy(&pdb, expected);
-    let healthy = pods.iter().filter(|p| pod_ready(p)).count() as i64;
+    let disrupted = still_disrupted(&pdb, &pods, jiff::Timestamp::now());
+    let healthy = pods.iter().filter(|p| pod_ready(p) && !disrupted.contains_key(name(p))).count() as i64;
     let allowed = (healthy - desired).max(0);
     let mut conditions: Vec<Value> =
         pdb.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -95,19 +95,61 @@ async fn reconcile(ctx: Context, (ns, pdb_name): Key) -> Result<Action, ApiError
             map.insert("observedGeneration".into(), json!(int_at(&pdb, "/metadata/generation").unwrap_or(0)));
         }
     }
-    let status = json!({
+    let mut status = json!({
         "observedGeneration": int_at(&pdb, "/metadata/generation").unwrap_or(0),
         "currentHealthy": healthy, "desiredHealthy": desired, "expectedPods": expected,
         "disruptionsAllowed": allowed, "conditions": conditions,
     });
+    if !disrupted.is_empty() {
+        status["disruptedPods"] = Value::Object(disrupted.into_iter().map(|(k, v)| (k, json!(v))).collect());
+    }
     tracing::debug!(budget = %name(&pdb), namespace = %ns, healthy, desired, "budget status");
-    write_status(&ctx, BUDGETS, &pdb, status).await?;
+    if pdb.get("status") == Some(&status) {
+        return Ok(Action::Done);
+    }
+    // A full update with the read resourceVersion: an eviction that spent a
+    // disruption meanwhile makes this a conflict (and a retry), never a lost update.
+    let mut updated = pdb.clone();
+    updated["status"] = status;
+    let path = objects::path(&ctx, BUDGETS, Some(&ns), Some(&pdb_name), Some("status"))?;
+    objects::ignore_gone(ctx.client.update(&path, updated).await)?;
     Ok(Action::Done)
+}
+
+/// How long an eviction's entry in `status.disruptedPods` holds a pod as
+/// disrupted if it does not go away (upstream's `DeletionTimeout`).
+const DISRUPTION_TIMEOUT_SECONDS: i64 = 120;
+
+/// The entries of `status.disruptedPods` still in force: the pod is still
+/// active (not yet being deleted) and the eviction is recent.
+fn still_disrupted(pdb: &Value, pods: &[&Value], now: jiff::Timestamp) -> BTreeMap<String, String> {
+    pdb.pointer("/status/disruptedPods")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(pod, at)| {
+            let at = at.as_str()?;
+            let since: jiff::Timestamp = at.parse().ok()?;
+            let fresh = now.as_second() - since.as_second() < DISRUPTION_TIMEOUT_SECONDS;
+            let active = pods.iter().any(|p| name(p) == pod);
+            (fresh && active).then(|| (pod.clone(), at.to_string()))
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disrupted_pods_expire_or_leave() {
+        let now: jiff::Timestamp = "2026-01-01T00:10:00Z".parse().expect("time");
+        let pdb = json!({"status": {"disruptedPods": {
+            "a": "2026-01-01T00:09:30Z", "b": "2026-01-01T00:01:00Z", "gone": "2026-01-01T00:09:59Z"}}});
+        let (a, b) = (json!({"metadata": {"name": "a"}}), json!({"metadata": {"name": "b"}}));
+        let kept = still_disrupted(&pdb, &[&a, &b], now);
+        assert_eq!(kept.keys().collect::<Vec<_>>(), vec!["a"]);
+    }
 
     #[test]
     fn desired_healthy_from_min_available_or_max_unavailable() {

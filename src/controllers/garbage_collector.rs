@@ -119,7 +119,7 @@ async fn watch_resource(ctx: Context, res: Arc<ResourceInfo>, tx: mpsc::Sender<C
 
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
     let (tx, mut rx) = mpsc::channel(1024);
-    let resources: Vec<Arc<ResourceInfo>> = ctx.catalog.all().into_iter().filter(|r| r.stored).collect();
+    let resources: Vec<Arc<ResourceInfo>> = ctx.catalog.all().into_iter().filter(|r| r.holds_objects()).collect();
     for res in &resources {
         tokio::spawn(watch_resource(ctx.clone(), res.clone(), tx.clone(), shutdown.clone()));
     }

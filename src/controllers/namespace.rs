@@ -22,7 +22,7 @@ async fn reconcile(ctx: Context, (_, name): Key) -> Result<Action, ApiError> {
         return Ok(Action::Done);
     }
     let mut remaining = 0;
-    for res in ctx.catalog.all().iter().filter(|r| r.namespaced && r.stored) {
+    for res in ctx.catalog.all().iter().filter(|r| r.namespaced && r.holds_objects()) {
         let collection = client::path(res, Some(&name), None, None);
         match ctx.client.delete(&collection, None).await {
             Ok(_) => {}

@@ -28,6 +28,12 @@ impl ResourceInfo {
         if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
     }
 
+    /// Whether objects are kept under this resource's own keys: stored, and not
+    /// a view converted from another resource (`server::conversion`).
+    pub fn holds_objects(&self) -> bool {
+        self.stored && super::conversion::of(&self.group, &self.version, &self.plural).is_none()
+    }
+
     /// `deployments.apps`, or `pods` for the core group: the name in messages.
     pub fn qualified_plural(&self) -> String {
         if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
@@ -106,6 +112,8 @@ const BUILTINS: &[Builtin] = &[
     ("batch", "v1", "Job", "jobs", true, "", "all", "status"),
     ("batch", "v1", "CronJob", "cronjobs", true, "cj", "all", "status"),
     ("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", true, "hpa", "all", "status"),
+    // Served from the v2 objects through `server::conversion`.
+    ("autoscaling", "v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers", true, "hpa", "all", "status"),
     ("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true, "pdb", "", "status"),
     ("rbac.authorization.k8s.io", "v1", "Role", "roles", true, "", "", ""),
     ("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true, "", "", ""),
@@ -116,6 +124,8 @@ const BUILTINS: &[Builtin] = &[
     ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true, "netpol", "", ""),
     ("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true, "", "", ""),
     ("coordination.k8s.io", "v1", "Lease", "leases", true, "", "", ""),
+    // Served from the core v1 Events through `server::conversion`.
+    ("events.k8s.io", "v1", "Event", "events", true, "", "", ""),
     ("storage.k8s.io", "v1", "StorageClass", "storageclasses", false, "sc", "", ""),
     ("storage.k8s.io", "v1", "CSIDriver", "csidrivers", false, "", "", ""),
     ("storage.k8s.io", "v1", "CSINode", "csinodes", false, "", "", ""),

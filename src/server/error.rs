@@ -157,6 +157,12 @@ impl ApiError {
         self
     }
 
+    /// Adds a `details.causes` entry that names no field.
+    pub fn with_cause(mut self, reason: &str, message: String) -> ApiError {
+        self.causes.push(FieldError { reason: reason.into(), field: String::new(), message });
+        self
+    }
+
     /// A path the server does not serve.
     pub fn not_found_path() -> ApiError {
         ApiError::new(404, Reason::NotFound, "the server could not find the requested resource")

@@ -7,6 +7,7 @@ pub mod bootstrap;
 pub mod catalog;
 pub mod client;
 pub mod config;
+pub mod conversion;
 pub mod discovery;
 pub mod error;
 pub mod health;

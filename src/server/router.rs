@@ -18,6 +18,9 @@ async fn require_user(State(state): State<ApiState>, request: Request, next: Nex
         Ok(user) => user,
         Err(err) => return err.into_response(),
     };
+    if let Err(err) = authn::bound_objects::check(&state, &user).await {
+        return err.into_response();
+    }
     let user = match impersonation::effective_user(&state, user, &parts.headers).await {
         Ok(user) => user,
         Err(err) => return err.into_response(),

@@ -80,14 +80,9 @@ async fn bind(ctx: &Context, pod: &Value, node: &str) -> Result<(), ApiError> {
     }
     tracing::info!(pod = %name(pod), namespace = %ns, node, "bound a pod");
     let message = format!("Successfully assigned {ns}/{} to {node}", name(pod));
+    // The binding itself set PodScheduled=True.
     events::record(ctx, COMPONENT, pod, ("v1", "Pod"), NORMAL, "Scheduled", &message).await;
-    // The kubelet may already be writing status: losing this race is fine.
-    let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
-        "lastTransitionTime": objects::now()});
-    match set_scheduled(ctx, pod, scheduled).await {
-        Err(err) if err.code == 409 => Ok(()),
-        other => other,
-    }
+    Ok(())
 }
 
 async fn unschedulable(ctx: &Context, pod: &Value, message: &str) -> Result<(), ApiError> {

@@ -1,6 +1,7 @@
 //! Authentication: who is making a request. Client certificates (x509) and
 //! service-account tokens each turn a request into a [`UserInfo`].
 
+pub mod bound_objects;
 pub mod serviceaccount;
 pub mod x509;
 

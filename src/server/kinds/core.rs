@@ -14,6 +14,7 @@ pub fn strategy(kind: &str) -> Option<&'static dyn KindStrategy> {
         "Pod" => Some(&PodStrategy),
         "Namespace" => Some(&NamespaceStrategy),
         "Service" => Some(&ServiceStrategy),
+        "ReplicationController" => Some(&ReplicationControllerStrategy),
         _ => None,
     }
 }
@@ -77,6 +78,41 @@ pub fn validate_containers(spec: Option<&Value>, path: &str) -> Vec<FieldError> 
     errors
 }
 
+/// ReplicationControllers: upstream's `SetDefaults_ReplicationController`
+/// takes an empty selector and empty labels from the pod template's labels.
+struct ReplicationControllerStrategy;
+
+impl KindStrategy for ReplicationControllerStrategy {
+    fn namespaced(&self) -> bool {
+        true
+    }
+
+    fn default(&self, obj: &mut Value) {
+        super::defaults::pod_template(obj, &["spec", "template"]);
+        set_default(obj, &["spec", "replicas"], json!(1));
+        let template_labels = obj
+            .pointer("/spec/template/metadata/labels")
+            .filter(|l| l.as_object().is_some_and(|m| !m.is_empty()))
+            .cloned();
+        if let Some(labels) = template_labels {
+            if obj.pointer("/spec/selector").and_then(Value::as_object).is_none_or(|m| m.is_empty()) {
+                obj["spec"]["selector"] = labels.clone();
+            }
+            if obj.pointer("/metadata/labels").and_then(Value::as_object).is_none_or(|m| m.is_empty()) {
+                obj["metadata"]["labels"] = labels;
+            }
+        }
+    }
+
+    fn prepare_for_create(&self, obj: &mut Value) {
+        obj["status"] = json!({"replicas": 0});
+    }
+
+    fn prepare_for_update(&self, new: &mut Value, old: &Value, subresource: Subresource) {
+        split_status(new, old, subresource);
+    }
+}
+
 struct PodStrategy;
 
 impl KindStrategy for PodStrategy {
@@ -87,13 +123,18 @@ impl KindStrategy for PodStrategy {
     fn default(&self, obj: &mut Value) {
         if let Some(spec) = obj.get_mut("spec") {
             pod_spec(spec);
+            super::pod_admission::default_requests_from_limits(spec);
         }
         set_default(obj, &["spec", "serviceAccountName"], json!("default"));
         set_default(obj, &["spec", "priority"], json!(0));
     }
 
     fn prepare_for_create(&self, obj: &mut Value) {
-        obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+        let qos_class = obj.get("spec").map_or("BestEffort", super::pod_admission::qos_class);
+        obj["status"] = json!({"phase": "Pending", "qosClass": qos_class});
+        if let Some(spec) = obj.get_mut("spec") {
+            super::pod_admission::add_default_tolerations(spec);
+        }
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("generation");
         }

@@ -20,6 +20,7 @@ pub mod events;
 pub mod meta;
 pub mod networking;
 pub mod node;
+pub mod pod_admission;
 pub mod policy;
 pub mod rbac;
 pub mod scheduling;

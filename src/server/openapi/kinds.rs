@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::{
     admissionregistration, apps, authentication, authorization, autoscaling, batch, certificates, coordination, core,
-    discovery, networking, node, policy, rbac, scheduling, storage,
+    discovery, events, networking, node, policy, rbac, scheduling, storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
@@ -50,6 +50,7 @@ pub const KIND_TYPES: &[KindType] = kind_types![
     core::v1::PersistentVolume,
     core::v1::PersistentVolumeClaim,
     core::v1::Event,
+    events::v1::Event,
     core::v1::LimitRange,
     core::v1::ResourceQuota,
     core::v1::ReplicationController,

@@ -7,6 +7,7 @@
 pub mod document;
 pub mod kinds;
 pub mod paths;
+pub mod proto_v2;
 pub mod schemas;
 
 use super::catalog::Catalog;
@@ -47,6 +48,8 @@ struct Documents {
     v3: Vec<GroupVersionDoc>,
     /// Built on first request: (body, hash).
     v2: OnceLock<(Bytes, String)>,
+    /// The v2 document as gnostic protobuf, built on first request.
+    v2_proto: OnceLock<Bytes>,
 }
 
 static CACHE: Mutex<Option<Arc<Documents>>> = Mutex::new(None);
@@ -87,7 +90,7 @@ fn documents(catalog: &Catalog) -> Result<Arc<Documents>, OpenApiError> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "built the OpenAPI v3 documents"
     );
-    let docs = Arc::new(Documents { fingerprint, resources, root, v3, v2: OnceLock::new() });
+    let docs = Arc::new(Documents { fingerprint, resources, root, v3, v2: OnceLock::new(), v2_proto: OnceLock::new() });
     *cache = Some(docs.clone());
     Ok(docs)
 }
@@ -166,14 +169,43 @@ pub fn v3_group_version_response(
     Ok(json_document(doc.body.clone(), Some(&doc.hash), immutable, headers))
 }
 
-/// `GET /openapi/v2`, for a catalog.
+/// The gnostic protobuf media type the client asks for, if any.
+fn asked_v2_protobuf(headers: &HeaderMap) -> Option<&'static str> {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())?;
+    accept.split(',').find_map(|part| {
+        let media = part.split(';').next().unwrap_or("").trim();
+        proto_v2::MEDIA_TYPES.into_iter().find(|known| *known == media)
+    })
+}
+
+/// `GET /openapi/v2`, for a catalog: JSON, or protobuf for clients that ask
+/// for it (kubectl validating a `kind: List`).
 pub fn v2_response(catalog: &Catalog, headers: &HeaderMap) -> Result<Response, ApiError> {
-    if !accepts_json(headers) {
-        return Err(not_acceptable());
+    let json = accepts_json(headers);
+    let protobuf = asked_v2_protobuf(headers);
+    if !json && protobuf.is_none() {
+        return Err(ApiError::not_acceptable(format!(
+            "only the following media types are accepted: application/json, {}",
+            proto_v2::MEDIA_TYPES.join(", ")
+        )));
     }
     let docs = documents(catalog).map_err(OpenApiError::into_api_error)?;
     let (body, hash) = v2_of(&docs).map_err(OpenApiError::into_api_error)?;
-    Ok(json_document(body, Some(&hash), false, headers))
+    // Whichever form was asked, the answer names the one Go's mime parser reads.
+    let Some(_) = protobuf else {
+        return Ok(json_document(body, Some(&hash), false, headers));
+    };
+    let encoded = match docs.v2_proto.get() {
+        Some(encoded) => encoded.clone(),
+        None => {
+            let document: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|err| ApiError::internal("read back the OpenAPI v2 document", &err))?;
+            docs.v2_proto.get_or_init(|| Bytes::from(proto_v2::encode(&document))).clone()
+        }
+    };
+    let mut response = json_document(encoded, Some(&format!("{hash}-protobuf")), false, headers);
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(proto_v2::MEDIA_TYPES[0]));
+    Ok(response)
 }
 
 /// Runs a document builder off the async workers: the first build takes a while.

@@ -5,6 +5,7 @@
 mod attach;
 mod channel;
 mod codec;
+mod converted;
 mod delete;
 mod eviction;
 mod exec;
@@ -47,6 +48,9 @@ pub struct Call {
     pub negotiated: Negotiated,
     /// The service-account token signer, when the server has one.
     pub signer: Option<Arc<super::authn::serviceaccount::TokenSigner>>,
+    /// Set when the client's resource is stored as another (`resource` is
+    /// then the stored one): patches apply to the client's form.
+    pub conversion: Option<&'static super::conversion::Conversion>,
 }
 
 impl Call {
@@ -110,9 +114,45 @@ async fn dispatch(state: ApiState, request: Request) -> Result<Response, ApiErro
     let body = read_body(body).await?;
     let signer = parts.extensions.get::<Arc<super::authn::serviceaccount::TokenSigner>>().cloned();
     let logs = parts.extensions.get::<crate::agent::logs::Logs>().cloned();
-    let call = Call { state, info, resource, params, headers: parts.headers, user, negotiated, signer };
+    let conversion = super::conversion::of(&resource.group, &resource.version, &resource.plural);
+    if let Some(conversion) = conversion {
+        let (group, version, plural) = conversion.stored;
+        let stored = state.catalog.lookup(group, version, plural).ok_or_else(ApiError::not_found_path)?;
+        let mut headers = parts.headers;
+        let body = converted::request_body(conversion, &mut headers, body)?;
+        let watch = info.verb == "watch";
+        let json = Negotiated { yaml: false, ..negotiated };
+        let call = Call {
+            state,
+            info,
+            resource: stored,
+            params,
+            headers,
+            user,
+            negotiated: json,
+            signer,
+            conversion: Some(conversion),
+        };
+        let response = match serve(call, body, &parts.method, logs).await {
+            Ok(response) => response,
+            Err(err) => return Err(err),
+        };
+        return Ok(converted::response(conversion, response, watch, negotiated).await);
+    }
+    let call =
+        Call { state, info, resource, params, headers: parts.headers, user, negotiated, signer, conversion: None };
+    serve(call, body, &parts.method, logs).await
+}
+
+/// Runs the verb of `call`.
+async fn serve(
+    call: Call,
+    body: bytes::Bytes,
+    method: &http::Method,
+    logs: Option<crate::agent::logs::Logs>,
+) -> Result<Response, ApiError> {
     if call.info.subresource.as_deref() == Some("scale") {
-        return scale::scale(call, body, &parts.method).await;
+        return scale::scale(call, body, method).await;
     }
     if call.resource.kind == "TokenReview" {
         return tokens::review(call, body).await;

@@ -22,6 +22,14 @@ fn patch_error(call: &Call, err: PatchError) -> ApiError {
     }
 }
 
+/// `obj` in the stored form (a no-op unless the resource is converted).
+fn to_stored(call: &Call, obj: Value) -> Value {
+    match call.conversion {
+        Some(conversion) => (conversion.to_stored)(&obj),
+        None => obj,
+    }
+}
+
 pub async fn patch(call: Call, body: Bytes) -> Result<Response, ApiError> {
     let content_type = call.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let kind =
@@ -43,7 +51,7 @@ pub async fn patch(call: Call, body: Bytes) -> Result<Response, ApiError> {
             if kind != PatchKind::Apply {
                 return Err(ApiError::not_found(&res.group, &res.plural, call.name()));
             }
-            let mut obj = patch_body.clone();
+            let mut obj = to_stored(&call, patch_body.clone());
             super::field_validation::check(&call, &obj)?;
             check_type(&res, &mut obj)?;
             let mut obj = prepare_create(&call, obj)?;
@@ -65,22 +73,28 @@ pub async fn patch(call: Call, body: Bytes) -> Result<Response, ApiError> {
             }
         };
         let revision = crate::server::registry::resource_version_of(&current)?.unwrap_or(0);
+        // Patches speak the client's version of the object.
+        let served = match call.conversion {
+            Some(conversion) => (conversion.to_served)(&current),
+            None => current.clone(),
+        };
         let mut patched = match kind {
             PatchKind::Apply => {
-                crate::server::patch::apply::apply(&current, &patch_body, manager.as_deref().unwrap_or_default(), force)
+                crate::server::patch::apply::apply(&served, &patch_body, manager.as_deref().unwrap_or_default(), force)
                     .map_err(|err| err.into_api_error(&res.group, &res.plural, call.name()))?
             }
-            _ => patch::apply(kind, &current, &patch_body).map_err(|err| patch_error(&call, err))?,
+            _ => patch::apply(kind, &served, &patch_body).map_err(|err| patch_error(&call, err))?,
         };
         if kind == PatchKind::Apply {
             crate::server::patch::apply::record(
                 &mut patched,
-                Some(&current),
+                Some(&served),
                 &patch_body,
                 manager.as_deref().unwrap_or_default(),
                 &res.api_version(),
             );
         }
+        let mut patched = to_stored(&call, patched);
         let warnings = super::field_validation::check(&call, &patched)?;
         // A patch cannot move an object: name and namespace stay as addressed.
         patched["metadata"]["name"] = Value::String(call.name().to_string());

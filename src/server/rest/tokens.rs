@@ -34,10 +34,9 @@ pub async fn request(call: Call, body: Bytes) -> Result<Response, ApiError> {
         .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
     let pod = match review.pointer("/spec/boundObjectRef") {
-        Some(bound) if bound.get("kind").and_then(Value::as_str) == Some("Pod") => Some(ObjectRef {
-            name: bound.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
-            uid: bound.get("uid").and_then(Value::as_str).unwrap_or_default().to_string(),
-        }),
+        Some(bound) if bound.get("kind").and_then(Value::as_str) == Some("Pod") => {
+            Some(bound_pod(&call, &ns, bound).await?)
+        }
         _ => None,
     };
     let request = TokenRequest {
@@ -85,4 +84,33 @@ pub async fn review(call: Call, body: Bytes) -> Result<Response, ApiError> {
     let mut answer = review.clone();
     answer["status"] = status;
     Ok(respond(StatusCode::CREATED, &answer, call.negotiated))
+}
+
+/// The pod a token is bound to, as it is now: it must exist, match the given
+/// UID (if any) and run as the token's service account, as upstream requires.
+async fn bound_pod(call: &Call, ns: &str, bound: &Value) -> Result<ObjectRef, ApiError> {
+    let name = bound.get("name").and_then(Value::as_str).unwrap_or_default();
+    let pods = call.state.catalog.lookup("", "v1", "pods").ok_or_else(ApiError::not_found_path)?;
+    let pod = call.state.registry.get(&pods, Some(ns), name).await?;
+    let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+    if let Some(asked) = bound.get("uid").and_then(Value::as_str).filter(|u| !u.is_empty())
+        && asked != uid
+    {
+        return Err(ApiError::conflict(
+            "",
+            "pods",
+            name,
+            &format!(
+                "the UID in the bound object reference ({asked}) does not match the UID in record ({uid}). The object might have been deleted and then recreated"
+            ),
+        ));
+    }
+    let runs_as = pod.pointer("/spec/serviceAccountName").and_then(Value::as_str).unwrap_or("default");
+    if runs_as != call.name() {
+        return Err(ApiError::bad_request(format!(
+            "cannot bind token for serviceaccount \"{}\" to pod running with different serviceaccount name.",
+            call.name()
+        )));
+    }
+    Ok(ObjectRef { name: name.to_string(), uid })
 }

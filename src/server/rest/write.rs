@@ -116,6 +116,7 @@ pub async fn bind(call: Call, body: Bytes) -> Result<Response, ApiError> {
                 _ => {
                     let mut bound = pod.clone();
                     bound["spec"]["nodeName"] = json!(node);
+                    mark_scheduled(&mut bound);
                     Ok(Some(bound))
                 }
             }
@@ -123,4 +124,22 @@ pub async fn bind(call: Call, body: Bytes) -> Result<Response, ApiError> {
         .await?;
     let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
     Ok(respond(StatusCode::CREATED, &status, call.negotiated))
+}
+
+/// Sets the pod's `PodScheduled` condition to True, as upstream's binding does.
+fn mark_scheduled(pod: &mut Value) {
+    if !pod.get("status").is_some_and(Value::is_object) {
+        pod["status"] = json!({});
+    }
+    if !pod["status"].get("conditions").is_some_and(Value::is_array) {
+        pod["status"]["conditions"] = json!([]);
+    }
+    let Some(conditions) = pod["status"]["conditions"].as_array_mut() else { return };
+    let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+        "lastTransitionTime": super::objects::now_rfc3339()});
+    match conditions.iter_mut().find(|c| c.get("type").and_then(Value::as_str) == Some("PodScheduled")) {
+        Some(existing) if existing.get("status").and_then(Value::as_str) == Some("True") => {}
+        Some(existing) => *existing = scheduled,
+        None => conditions.push(scheduled),
+    }
 }

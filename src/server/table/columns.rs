@@ -103,6 +103,18 @@ pub fn for_kind(group: &str, kind: &str) -> (Vec<Column>, Cells) {
             ],
             event_cells,
         ),
+        ("autoscaling", "HorizontalPodAutoscaler") => (
+            vec![
+                column("Name", 0),
+                column("Reference", 0),
+                column("Targets", 0),
+                column("MinPods", 0),
+                int("MaxPods", 0),
+                int("Replicas", 0),
+                column("Age", 0),
+            ],
+            super::hpa::cells,
+        ),
         ("apps", "Deployment") => (
             vec![
                 column("Name", 0),

@@ -3,6 +3,7 @@
 //! NAME / AGE table for everything else.
 
 mod columns;
+mod hpa;
 
 use super::catalog::ResourceInfo;
 use serde_json::{Value, json};
