@@ -107,8 +107,17 @@ async fn dispatch(state: ApiState, request: Request) -> Result<Response, ApiErro
     let negotiated = Negotiated::from_headers(&parts.headers);
     if matches!(info.subresource.as_deref(), Some("exec" | "attach")) && resource.kind == "Pod" {
         let attach = info.subresource.as_deref() == Some("attach");
-        let call =
-            Call { state, info, resource, params, headers: parts.headers.clone(), user, negotiated, signer: None };
+        let call = Call {
+            state,
+            info,
+            resource,
+            params,
+            headers: parts.headers.clone(),
+            user,
+            negotiated,
+            signer: None,
+            conversion: None,
+        };
         return if attach { attach::attach(call, parts).await } else { exec::exec(call, parts).await };
     }
     let body = read_body(body).await?;
