@@ -2,6 +2,7 @@
 //! the pods bound to it with libcontainer, streams their logs, and adopts
 //! running containers again after a restart.
 
+pub mod args;
 pub mod backoff;
 pub mod error;
 pub mod host;
@@ -10,6 +11,7 @@ pub mod logs;
 pub mod node;
 pub mod pod;
 pub mod reaper;
+pub mod remote;
 pub mod runtime;
 pub mod sandbox;
 pub mod spec;
@@ -39,6 +41,16 @@ pub struct AgentConfig {
     pub registries: Vec<String>,
     pub cluster_dns: IpAddr,
     pub cluster_domain: String,
+    /// Whether the agent sets up pod networking (`--flannel-backend none` turns it off).
+    pub pod_network: bool,
+    /// The host interface the pod overlay uses (default: the one of `node_ip`).
+    pub flannel_iface: Option<String>,
+    /// Extra labels of the Node (`--node-label`).
+    pub node_labels: std::collections::BTreeMap<String, String>,
+    /// Taints the Node is registered with (`--node-taint`), as Taint objects.
+    pub node_taints: Vec<Value>,
+    /// Whether the node runs the control plane (labelled node-role.kubernetes.io/control-plane).
+    pub control_plane: bool,
 }
 
 impl AgentConfig {
@@ -50,6 +62,11 @@ impl AgentConfig {
             registries: vec!["127.0.0.1:5000".into()],
             cluster_dns: IpAddr::from([10, 43, 0, 10]),
             cluster_domain: "cluster.local".into(),
+            pod_network: true,
+            flannel_iface: None,
+            node_labels: Default::default(),
+            node_taints: Vec::new(),
+            control_plane: false,
         }
     }
 
@@ -63,6 +80,7 @@ impl AgentConfig {
         let mut config = AgentConfig::new(&host, server.data_dir.join("agent"), server.advertise_address);
         config.cluster_dns = IpAddr::V4(server.cluster_dns);
         config.cluster_domain = server.cluster_domain.clone();
+        config.control_plane = true;
         config
     }
 
@@ -102,8 +120,8 @@ pub fn spawn_local(
     })
 }
 
-/// Runs the local agent of `kube server` until `shutdown`. Containers keep
-/// running when it stops.
+/// Runs an agent until `shutdown`: the local one of `kube server` (in-process
+/// client) or `kube agent` (remote client). Containers keep running when it stops.
 pub async fn run_local(client: Client, config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
     for dir in ["images", "pods", "netns", "logs", "run"] {
         let path = config.data_dir.join(dir);
