@@ -397,3 +397,90 @@ impl Client {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::listener::{self, PeerIdentity, TlsMaterial};
+    use crate::server::pki::{Authority, Usage};
+    use axum::Extension;
+    use axum::routing::get;
+    use serde_json::json;
+
+    async fn whoami(Extension(PeerIdentity(user)): Extension<PeerIdentity>) -> axum::Json<Value> {
+        axum::Json(json!({"name": user.map(|u| u.name)}))
+    }
+
+    async fn events() -> Body {
+        let lines = futures::stream::iter([
+            Ok::<_, std::io::Error>(Bytes::from_static(b"{\"type\":\"ADDED\",\"object\":{\"n\":1}}\n{\"type\":")),
+            Ok(Bytes::from_static(b"\"DELETED\",\"object\":{\"n\":2}}\n")),
+        ]);
+        Body::from_stream(lines)
+    }
+
+    /// A real HTTPS listener on loopback with the cluster's TLS setup.
+    async fn serve(ca: &Authority) -> (String, tokio_util::sync::CancellationToken) {
+        let names = vec!["127.0.0.1".to_string()];
+        let serving = ca.issue("kube-apiserver", Usage::Server { names: &names }).unwrap();
+        let tls = listener::tls_config(&TlsMaterial {
+            ca_pem: &ca.cert_pem,
+            cert_pem: &serving.cert_pem,
+            key_pem: &serving.key_pem,
+        })
+        .unwrap();
+        let router = Router::new().route("/whoami", get(whoami)).route("/watch", get(events));
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", tcp.local_addr().unwrap());
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(listener::serve(tcp, tls, router, shutdown.clone(), Duration::from_secs(1)));
+        (url, shutdown)
+    }
+
+    fn remote(server: &str, trust: ServerTrust, identity: Option<(String, String)>) -> Client {
+        Client::remote(&RemoteConfig { server: server.into(), trust, identity, authorization: None }).unwrap()
+    }
+
+    #[tokio::test]
+    async fn remote_client_pins_the_ca_presents_its_certificate_and_streams_watches() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::load_or_create(dir.path()).unwrap();
+        let (url, shutdown) = serve(&ca).await;
+        let node =
+            ca.issue("system:node:n2", Usage::Client { user: "system:node:n2", groups: &["system:nodes"] }).unwrap();
+        let client = remote(&url, ServerTrust::Pinned(ca.cert_pem.clone()), Some((node.cert_pem, node.key_pem)));
+        assert_eq!(client.get("/whoami").await.unwrap(), json!({"name": "system:node:n2"}));
+        let events: Vec<(String, Value)> = client.watch("/watch").await.unwrap().collect().await;
+        assert_eq!(events, vec![("ADDED".into(), json!({"n": 1})), ("DELETED".into(), json!({"n": 2}))]);
+
+        let anonymous = remote(&url, ServerTrust::Unverified, None);
+        assert_eq!(anonymous.get("/whoami").await.unwrap(), json!({"name": null}));
+
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = Authority::load_or_create(other_dir.path()).unwrap();
+        let err = remote(&url, ServerTrust::Pinned(other.cert_pem), None).get("/whoami").await.unwrap_err();
+        assert!(err.message.starts_with(&format!("cannot reach {url}: ")), "{}", err.message);
+        assert!(err.message.contains("certificate"), "{}", err.message);
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_a_clear_error() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("https://127.0.0.1:{port}");
+        let err = remote(&url, ServerTrust::Unverified, None).get("/version").await.unwrap_err();
+        assert_eq!(err.message, format!("cannot reach {url}: connection refused"));
+        assert_eq!(err.code, 503);
+        assert!(
+            Client::remote(&RemoteConfig {
+                server: "http://a:1".into(),
+                trust: ServerTrust::Unverified,
+                identity: None,
+                authorization: None
+            })
+            .is_err()
+        );
+    }
+}
