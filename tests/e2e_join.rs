@@ -130,7 +130,20 @@ fn agent_joins_by_token_keeps_its_identity_and_survives_a_server_restart() {
         String::from_utf8_lossy(&cluster.kubectl(&args).stdout).trim().to_string()
     };
     assert_eq!(can("list", &["secrets", "-A"]), "no");
-    assert_eq!(can("update", &["nodes/status"]), "yes");
+    assert_eq!(can("update", &["nodes/n2", "--subresource=status"]), "yes");
+    assert_eq!(can("update", &["nodes/other", "--subresource=status"]), "no");
+    // The Node restriction: its own Node only, and no Secret its pods do not use.
+    cluster
+        .kubectl_stdin(&["apply", "-f", "-"], r#"{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "other"}}"#);
+    let as_node = ["--as", "system:node:n2", "--as-group", "system:nodes"];
+    let label = |node: &str| cluster.kubectl(&[&["label", "node", node, "kube.test/by=n2"][..], &as_node[..]].concat());
+    assert!(label("n2").status.success());
+    let refused = label("other");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("only its own"), "{refused:?}");
+    let read =
+        cluster.kubectl(&[&["get", "secret", "-n", "kube-system", "n2.node-password.kube"][..], &as_node[..]].concat());
+    assert!(!read.status.success(), "a node read a secret no pod of it uses");
 
     // A restarted agent reuses its certificate and keeps the node.
     let cert_path = data_dir.join("agent/client-kubelet.crt");
