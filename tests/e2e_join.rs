@@ -144,6 +144,18 @@ fn agent_joins_by_token_keeps_its_identity_and_survives_a_server_restart() {
     let read =
         cluster.kubectl(&[&["get", "secret", "-n", "kube-system", "n2.node-password.kube"][..], &as_node[..]].concat());
     assert!(!read.status.success(), "a node read a secret no pod of it uses");
+    // A pod bound to "other" (no agent runs it) makes its secret readable by "other" only.
+    cluster.ok(&["create", "secret", "generic", "s1", "--from-literal=k=v"]);
+    let pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1"}, "spec": {"nodeName": "other",
+        "containers": [{"name": "c", "image": "busybox", "env": [{"name": "K",
+        "valueFrom": {"secretKeyRef": {"name": "s1", "key": "k"}}}]}]}}"#;
+    let created = cluster.kubectl_stdin(&["apply", "-f", "-"], pod);
+    assert!(created.status.success(), "{created:?}");
+    let as_other = ["--as", "system:node:other", "--as-group", "system:nodes"];
+    cluster.ok(&[&["get", "secret", "s1"][..], &as_other[..]].concat());
+    assert!(!cluster.kubectl(&[&["get", "secret", "s1"][..], &as_node[..]].concat()).status.success());
+    let delete = cluster.kubectl(&[&["delete", "pod", "p1", "--wait=false"][..], &as_node[..]].concat());
+    assert!(String::from_utf8_lossy(&delete.stderr).contains("not bound to it"), "{delete:?}");
 
     // A restarted agent reuses its certificate and keeps the node.
     let cert_path = data_dir.join("agent/client-kubelet.crt");
