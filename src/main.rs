@@ -16,6 +16,8 @@ enum Command {
     Server(kube::server::ServerArgs),
     /// Run a node agent that joins a server by token (like `k3s agent`).
     Agent(kube::agent::args::AgentArgs),
+    /// Manage bootstrap tokens agents can join with.
+    Token(kube::server::token_cmd::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Server(args) => kube::server::run(args).await,
             Command::Agent(args) => kube::agent::remote::run(args).await,
+            Command::Token(args) => kube::server::token_cmd::run(args).await,
         }
     });
     match result {

@@ -217,4 +217,31 @@ fn wrong_tokens_are_refused_with_a_clear_message() {
 
     let nodes = cluster.ok(&["get", "nodes", "-o", "name"]);
     assert!(!nodes.contains("n3") && !nodes.contains("n4"), "{nodes}");
+
+    // A bootstrap token from `kube token create` joins too, until it is deleted.
+    let kube_token = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kube"))
+            .arg("token")
+            .args(args)
+            .arg("--data-dir")
+            .arg(cluster.dir.path())
+            .output()
+            .expect("run kube token");
+        assert!(out.status.success(), "kube token {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let bootstrap = kube_token(&["create", "--ttl", "1h", "--description", "e2e"]);
+    let (pin, id_secret) = bootstrap.split_once("::").expect("K10<hash>::<id>.<secret>");
+    assert_eq!(pin, hash.trim_end_matches("::server"), "the bootstrap token pins the same CA");
+    let (id, _) = id_secret.split_once('.').expect("<id>.<secret>");
+    assert!(id.len() == 6 && id_secret.len() == 23, "{bootstrap}");
+    let listed = kube_token(&["list"]);
+    assert!(listed.contains(id_secret) && listed.contains("e2e") && listed.contains("authentication"), "{listed}");
+    let joined = Agent::start(&cluster, &bootstrap, "n5", &cluster.dir.path().join("a5"));
+    eventually(Duration::from_secs(60), "node n5 Ready", || node_ready(&cluster, "n5"), || joined.log());
+    assert!(kube_token(&["delete", id]).contains("deleted"));
+    assert!(!kube_token(&["list"]).contains(id_secret));
+    let mut late = Agent::start(&cluster, &bootstrap, "n6", &cluster.dir.path().join("a6"));
+    assert!(!late.wait_exit(Duration::from_secs(30)), "a deleted bootstrap token must fail");
+    assert!(late.log().contains("refused the join token"), "{}", late.log());
 }

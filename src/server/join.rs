@@ -2,7 +2,7 @@
 //! (as k3s's): `GET /cacerts` returns the CA bundle to anyone (the joining
 //! side checks its hash against the token), and `POST
 //! /v1-kube/client-kubelet.crt`, authenticated by the join token's secret
-//! (HTTP Basic, compared in constant time), signs the agent's CSR as
+//! or a bootstrap token (HTTP Basic, compared in constant time), signs the agent's CSR as
 //! `CN=system:node:<name>, O=system:nodes` for a year. A node password
 //! (hashed into the Secret `kube-system/<node>.node-password.kube`) keeps a
 //! second machine from taking over a node name.
@@ -221,7 +221,10 @@ async fn client_certificate(
     body: Bytes,
 ) -> Result<axum::Json<JoinResponse>, ApiError> {
     let Some(Extension(service)) = service else { return Err(not_serving()) };
-    let authorized = basic_secret(&headers).is_some_and(|secret| same_secret(&secret, &service.token.secret));
+    let secret = basic_secret(&headers).unwrap_or_default();
+    let authorized = !secret.is_empty()
+        && (same_secret(&secret, &service.token.secret)
+            || super::token_bootstrap::verify(&service.client, &secret).await?);
     if !authorized {
         tracing::warn!("join request refused: wrong or missing token");
         return Err(ApiError::new(401, Reason::Unauthorized, "the join token is not valid for this server"));

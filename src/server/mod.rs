@@ -29,6 +29,8 @@ pub mod selectors;
 pub mod state;
 pub mod table;
 pub mod token;
+pub mod token_bootstrap;
+pub mod token_cmd;
 
 pub use config::{ServerArgs, ServerConfig};
 
