@@ -185,14 +185,19 @@ async fn pods_loop(ctx: Arc<AgentCtx>, shutdown: CancellationToken) {
     let selector = format!("fieldSelector=spec.nodeName%3D{}", ctx.config.node_name);
     let mut workers = Workers { ctx: ctx.clone(), running: HashMap::new() };
     let mut first = true;
+    // Doubles from 1 s to 10 s while the server does not answer; reset by a good list.
+    let mut retry = Duration::from_secs(1);
     loop {
         let list = match ctx.client.get(&format!("/api/v1/pods?{selector}")).await {
             Ok(list) => list,
             Err(err) => {
-                tracing::warn!(error = %err.message, "cannot list this node's pods; retrying");
-                tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(1)) => continue }
+                tracing::warn!(error = %err.message, retry_in = ?retry, "cannot list this node's pods; retrying");
+                let wait = retry;
+                retry = (retry * 2).min(Duration::from_secs(10));
+                tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(wait) => continue }
             }
         };
+        retry = Duration::from_secs(1);
         let items = list.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
         let mut seen: Vec<String> = Vec::new();
         for pod in items {
