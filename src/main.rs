@@ -14,6 +14,10 @@ struct Cli {
 enum Command {
     /// Run the control plane (and, unless --disable-agent, a local agent).
     Server(kube::server::ServerArgs),
+    /// Run a node agent that joins a server by token (like `k3s agent`).
+    Agent(kube::agent::args::AgentArgs),
+    /// Manage bootstrap tokens agents can join with.
+    Token(kube::server::token_cmd::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +39,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Server(args) => kube::server::run(args).await,
+            Command::Agent(args) => kube::agent::remote::run(args).await,
+            Command::Token(args) => kube::server::token_cmd::run(args).await,
         }
     });
     match result {

@@ -2,6 +2,7 @@
 //! the pods bound to it with libcontainer, streams their logs, and adopts
 //! running containers again after a restart.
 
+pub mod args;
 pub mod backoff;
 pub mod error;
 pub mod exec;
@@ -12,6 +13,7 @@ pub mod node;
 pub mod pod;
 pub mod probe;
 pub mod reaper;
+pub mod remote;
 pub mod runtime;
 pub mod sandbox;
 pub mod spec;
@@ -41,6 +43,16 @@ pub struct AgentConfig {
     pub registries: Vec<String>,
     pub cluster_dns: IpAddr,
     pub cluster_domain: String,
+    /// Whether the agent sets up pod networking (`--flannel-backend none` turns it off).
+    pub pod_network: bool,
+    /// The host interface the pod overlay uses (default: the one of `node_ip`).
+    pub flannel_iface: Option<String>,
+    /// Extra labels of the Node (`--node-label`).
+    pub node_labels: std::collections::BTreeMap<String, String>,
+    /// Taints the Node is registered with (`--node-taint`), as Taint objects.
+    pub node_taints: Vec<Value>,
+    /// Whether the node runs the control plane (labelled node-role.kubernetes.io/control-plane).
+    pub control_plane: bool,
 }
 
 impl AgentConfig {
@@ -52,6 +64,11 @@ impl AgentConfig {
             registries: vec!["127.0.0.1:5000".into()],
             cluster_dns: IpAddr::from([10, 43, 0, 10]),
             cluster_domain: "cluster.local".into(),
+            pod_network: true,
+            flannel_iface: None,
+            node_labels: Default::default(),
+            node_taints: Vec::new(),
+            control_plane: false,
         }
     }
 
@@ -65,6 +82,7 @@ impl AgentConfig {
         let mut config = AgentConfig::new(&host, server.data_dir.join("agent"), server.advertise_address);
         config.cluster_dns = IpAddr::V4(server.cluster_dns);
         config.cluster_domain = server.cluster_domain.clone();
+        config.control_plane = true;
         config
     }
 
@@ -109,8 +127,8 @@ pub fn spawn_local(
     })
 }
 
-/// Runs the local agent of `kube server` until `shutdown`. Containers keep
-/// running when it stops.
+/// Runs an agent until `shutdown`: the local one of `kube server` (in-process
+/// client) or `kube agent` (remote client). Containers keep running when it stops.
 pub async fn run_local(client: Client, config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
     for dir in ["images", "pods", "netns", "logs", "run"] {
         let path = config.data_dir.join(dir);
@@ -174,14 +192,19 @@ async fn pods_loop(ctx: Arc<AgentCtx>, shutdown: CancellationToken) {
     let selector = format!("fieldSelector=spec.nodeName%3D{}", ctx.config.node_name);
     let mut workers = Workers { ctx: ctx.clone(), running: HashMap::new() };
     let mut first = true;
+    // Doubles from 1 s to 10 s while the server does not answer; reset by a good list.
+    let mut retry = Duration::from_secs(1);
     loop {
         let list = match ctx.client.get(&format!("/api/v1/pods?{selector}")).await {
             Ok(list) => list,
             Err(err) => {
-                tracing::warn!(error = %err.message, "cannot list this node's pods; retrying");
-                tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(1)) => continue }
+                tracing::warn!(error = %err.message, retry_in = ?retry, "cannot list this node's pods; retrying");
+                let wait = retry;
+                retry = (retry * 2).min(Duration::from_secs(10));
+                tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(wait) => continue }
             }
         };
+        retry = Duration::from_secs(1);
         let items = list.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
         let mut seen: Vec<String> = Vec::new();
         for pod in items {

@@ -101,7 +101,7 @@ pub fn node_status(config: &AgentConfig, machine: &MachineInfo, now: &str, since
 
 /// The Node object to create.
 pub fn node_object(config: &AgentConfig, machine: &MachineInfo, now: &str) -> Value {
-    json!({
+    let mut node = json!({
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
@@ -112,12 +112,21 @@ pub fn node_object(config: &AgentConfig, machine: &MachineInfo, now: &str) -> Va
                 "kubernetes.io/arch": "amd64",
                 "beta.kubernetes.io/os": "linux",
                 "beta.kubernetes.io/arch": "amd64",
-                "node-role.kubernetes.io/control-plane": "true",
             },
         },
         "spec": {},
         "status": node_status(config, machine, now, now),
-    })
+    });
+    if config.control_plane {
+        node["metadata"]["labels"]["node-role.kubernetes.io/control-plane"] = json!("true");
+    }
+    for (key, value) in &config.node_labels {
+        node["metadata"]["labels"][key] = json!(value);
+    }
+    if !config.node_taints.is_empty() {
+        node["spec"]["taints"] = json!(config.node_taints);
+    }
+    node
 }
 
 fn lease_object(node: &str, node_uid: &str, renew: &str) -> Value {
@@ -224,7 +233,8 @@ mod tests {
 
     #[test]
     fn node_reports_ready_with_capacity() {
-        let config = AgentConfig::new("nas", "/tmp/x".into(), "10.0.0.5".parse().expect("ip"));
+        let mut config = AgentConfig::new("nas", "/tmp/x".into(), "10.0.0.5".parse().expect("ip"));
+        config.control_plane = true;
         let machine = MachineInfo { cpus: 2, memory_kib: 1000, kernel: "6.18".into(), os_image: "Debian".into() };
         let node = node_object(&config, &machine, "t");
         assert_eq!(node["metadata"]["labels"]["node-role.kubernetes.io/control-plane"], "true");

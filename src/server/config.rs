@@ -51,6 +51,10 @@ pub struct ServerArgs {
     /// Run only the control plane, without a local agent.
     #[arg(long)]
     pub disable_agent: bool,
+    /// Secret of the join token agents use (a bare secret or a full K10… token);
+    /// default: the one in <data-dir>/server/token, else a random one.
+    #[arg(long, env = "KUBE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// An IPv4 network in CIDR notation.
@@ -111,6 +115,8 @@ pub struct ServerConfig {
     pub node_port_range: (u16, u16),
     pub history_window: std::time::Duration,
     pub run_agent: bool,
+    /// `--token`: the join token's secret (None: reuse or generate).
+    pub token: Option<String>,
 }
 
 impl ServerConfig {
@@ -147,6 +153,7 @@ impl ServerConfig {
             node_port_range,
             history_window: std::time::Duration::from_secs(args.history_window_seconds),
             run_agent: !args.disable_agent,
+            token: args.token.clone(),
         })
     }
 

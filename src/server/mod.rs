@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod error;
 pub mod health;
 pub mod impersonation;
+pub mod join;
 pub mod kinds;
 pub mod kubeconfig;
 pub mod listener;
@@ -28,6 +29,9 @@ pub mod router;
 pub mod selectors;
 pub mod state;
 pub mod table;
+pub mod token;
+pub mod token_bootstrap;
+pub mod token_cmd;
 
 pub use config::{ServerArgs, ServerConfig};
 
@@ -61,7 +65,7 @@ fn serving_names(config: &ServerConfig) -> Vec<String> {
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(term) => term,
         Err(err) => {
@@ -94,6 +98,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         Usage::Client { user: "system:admin", groups: &["system:masters"] },
         |_| true,
     )?;
+    let token = token::ServerToken::load_or_create(&config.data_dir, &ca.cert_pem, config.token.as_deref())?;
+    tracing::info!(path = %token::token_path(&config.data_dir).display(), "wrote the join token");
     let url = format!("https://127.0.0.1:{}", config.listen.port());
     kubeconfig::write(&config.kubeconfig_path, &url, &ca.cert_pem, &admin, config.kubeconfig_mode)?;
     tracing::info!(kubeconfig = %config.kubeconfig_path.display(), "wrote admin kubeconfig");
@@ -116,6 +122,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .layer(axum::Extension(signer.clone()))
         .layer(axum::Extension(crate::agent::AgentConfig::for_server(&config).logs()))
         .layer(axum::Extension(crate::agent::AgentConfig::for_server(&config).streams()));
+    let join_client = client::Client::new(router.clone(), authn::UserInfo::system_masters("system:kube-join"));
+    let join = join::JoinService::new(&tls_dir, token, join_client)?;
+    let router = router.layer(axum::Extension(std::sync::Arc::new(join)));
     let shutdown = CancellationToken::new();
     let controllers = crate::controllers::start(
         crate::controllers::Context {

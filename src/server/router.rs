@@ -56,5 +56,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/openapi/v3/{*path}", get(openapi::v3_group_version))
         .fallback(rest::handle)
         .layer(middleware::from_fn_with_state(state.clone(), require_user))
+        // After the layer: the join endpoints authenticate on their own.
+        .merge(super::join::routes())
         .with_state(state)
 }

@@ -138,11 +138,10 @@ pub fn objects() -> (Vec<Value>, Vec<Value>) {
                 rule(&[""], &["pods/status"], &["patch", "update"]),
                 rule(&[""], &["pods/eviction"], &["create"]),
                 rule(&[""], &["events"], &["create", "patch", "update"]),
-                rule(
-                    &[""],
-                    &["configmaps", "secrets", "services", "endpoints", "persistentvolumeclaims", "persistentvolumes"],
-                    READ,
-                ),
+                // Only `get` for what pods reference by name, as upstream: a node
+                // cannot list the cluster's secrets.
+                rule(&[""], &["configmaps", "secrets"], &["get"]),
+                rule(&[""], &["services", "endpoints", "persistentvolumeclaims", "persistentvolumes"], READ),
                 rule(&[""], &["serviceaccounts/token"], &["create"]),
                 rule(&["discovery.k8s.io"], &["endpointslices"], READ),
                 rule(

@@ -1,9 +1,10 @@
 //! Authorization: whether a user may do a verb on a resource or a
 //! non-resource path. Members of `system:masters` may do everything (as
 //! upstream, without consulting RBAC); everyone else is decided by RBAC over
-//! the stored roles and bindings.
+//! the stored roles and bindings, and node identities also by [`node::restrict`].
 
 pub mod bootstrap_roles;
+pub mod node;
 pub mod rbac;
 
 use super::authn::UserInfo;
@@ -85,7 +86,7 @@ pub async fn authorize(
         name: info.name.as_deref(),
     };
     if allowed(state, user, &attrs).await? {
-        return Ok(());
+        return node::restrict(state, user, &attrs).await;
     }
     let scope = match namespace {
         Some(ns) => format!(" in the namespace \"{ns}\""),
