@@ -39,6 +39,12 @@ pub struct AgentConfig {
     pub registries: Vec<String>,
     pub cluster_dns: IpAddr,
     pub cluster_domain: String,
+    /// The cluster's pod network (`--cluster-cidr`); each node gets a subnet of it.
+    pub cluster_cidr: String,
+    /// Give pods an address on the pod network (false: `--flannel-backend none`).
+    pub pod_network: bool,
+    /// The interface the overlay runs over (`--flannel-iface`).
+    pub flannel_iface: Option<String>,
 }
 
 impl AgentConfig {
@@ -50,6 +56,9 @@ impl AgentConfig {
             registries: vec!["127.0.0.1:5000".into()],
             cluster_dns: IpAddr::from([10, 43, 0, 10]),
             cluster_domain: "cluster.local".into(),
+            cluster_cidr: "10.42.0.0/16".into(),
+            pod_network: true,
+            flannel_iface: None,
         }
     }
 
@@ -63,6 +72,9 @@ impl AgentConfig {
         let mut config = AgentConfig::new(&host, server.data_dir.join("agent"), server.advertise_address);
         config.cluster_dns = IpAddr::V4(server.cluster_dns);
         config.cluster_domain = server.cluster_domain.clone();
+        config.cluster_cidr = server.cluster_cidr.to_string();
+        config.pod_network = server.pod_network;
+        config.flannel_iface = server.flannel_iface.clone();
         config
     }
 
@@ -85,6 +97,8 @@ pub struct AgentCtx {
     pub runtime: Arc<dyn runtime::Runtime>,
     pub images: image::ImageStore,
     pub reaper: Arc<reaper::Reaper>,
+    /// The pod network; `None` with `--flannel-backend none`.
+    pub network: Option<Arc<dyn crate::cni::PodNetwork>>,
 }
 
 /// Starts the local agent of `kube server` on the in-process router.
@@ -115,19 +129,41 @@ pub async fn run_local(client: Client, config: AgentConfig, shutdown: Cancellati
         runtime: Arc::new(runtime::Libcontainer::new(config.data_dir.join("run"))?),
         images: image::ImageStore::new(config.data_dir.join("images"), &config.registries),
         reaper: reaper::Reaper::start(),
+        network: config.pod_network.then(|| pod_network(&config)),
         config: config.clone(),
     });
     let (registered_tx, mut registered) = watch::channel(false);
-    let heartbeat = tokio::spawn(node::run(client, config.clone(), shutdown.clone(), registered_tx));
+    let heartbeat = tokio::spawn(node::run(client.clone(), config.clone(), shutdown.clone(), registered_tx));
     tracing::info!(node = %config.node_name, "agent waiting for node registration");
     tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
         _ = registered.wait_for(|r| *r) => {}
     }
+    let overlay = match &ctx.network {
+        Some(network) => match crate::cni::agent::start(&client, &config.node_name, network.clone(), &shutdown).await {
+            Some(task) => Some(task),
+            None => return Ok(()),
+        },
+        None => None,
+    };
+    sandbox::release_unknown_addresses(&ctx).await;
     tracing::info!(node = %config.node_name, dir = %config.data_dir.display(), "agent running pods");
     pods_loop(ctx, shutdown).await;
     let _ = heartbeat.await;
+    if let Some(overlay) = overlay {
+        let _ = overlay.await;
+    }
     Ok(())
+}
+
+/// The real pod network of this node (netlink in the agent's namespace).
+fn pod_network(config: &AgentConfig) -> Arc<dyn crate::cni::PodNetwork> {
+    Arc::new(crate::cni::Netlink::new(crate::cni::NodeConfig {
+        node_ip: config.node_ip,
+        iface: config.flannel_iface.clone(),
+        ipam_dir: config.data_dir.join("ipam"),
+        netns: None,
+    }))
 }
 
 struct Workers {

@@ -51,6 +51,21 @@ pub struct ServerArgs {
     /// Run only the control plane, without a local agent.
     #[arg(long)]
     pub disable_agent: bool,
+    /// Backend (valid values: 'none', 'vxlan'). 'none' leaves pods with loopback only.
+    #[arg(long, value_enum, default_value = "vxlan")]
+    pub flannel_backend: FlannelBackend,
+    /// Override default flannel interface.
+    #[arg(long)]
+    pub flannel_iface: Option<String>,
+}
+
+/// The pod network backend (`--flannel-backend`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlannelBackend {
+    /// No pod network: pods get loopback only.
+    None,
+    /// Bridge + host-local IPAM on each node, a VXLAN overlay between nodes.
+    Vxlan,
 }
 
 /// An IPv4 network in CIDR notation.
@@ -111,6 +126,8 @@ pub struct ServerConfig {
     pub node_port_range: (u16, u16),
     pub history_window: std::time::Duration,
     pub run_agent: bool,
+    pub pod_network: bool,
+    pub flannel_iface: Option<String>,
 }
 
 impl ServerConfig {
@@ -147,6 +164,8 @@ impl ServerConfig {
             node_port_range,
             history_window: std::time::Duration::from_secs(args.history_window_seconds),
             run_agent: !args.disable_agent,
+            pod_network: args.flannel_backend == FlannelBackend::Vxlan,
+            flannel_iface: args.flannel_iface.clone(),
         })
     }
 
@@ -202,6 +221,16 @@ mod tests {
         assert_eq!(config.listen.port(), 6443);
         assert_eq!(config.kubeconfig_mode, 0o600);
         assert!(config.run_agent);
+        assert!(config.pod_network);
+        let config = config_of(&["--flannel-backend", "none", "--flannel-iface", "eth1"]);
+        assert!(!config.pod_network);
+        assert_eq!(config.flannel_iface.as_deref(), Some("eth1"));
+    }
+
+    fn config_of(flags: &[&str]) -> ServerConfig {
+        let mut all = vec!["--advertise-address", "192.168.1.5"];
+        all.extend_from_slice(flags);
+        config(&all).expect("config")
     }
 
     #[test]
