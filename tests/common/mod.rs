@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod kubelet;
+pub mod netns;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -19,6 +20,59 @@ pub fn client(name: &str) -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/bin").join(name));
     assert!(path.exists(), "{} not found: run scripts/fetch-clients.sh (or set {var})", path.display());
     path
+}
+
+/// Why root-only network tests cannot run here, if they cannot.
+pub fn root_unmet() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not running as root".into());
+    }
+    let missing: Vec<&str> = ["ip", "nsenter", "busybox"]
+        .into_iter()
+        .filter(|tool| !Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success()))
+        .collect();
+    (!missing.is_empty()).then(|| format!("{} not installed (scripts/install-test-deps.sh)", missing.join(", ")))
+}
+
+/// The image registry storage the tests' registries serve
+/// (`$KUBE_TEST_CACHE/registry/storage`, default `.cache/registry/storage`).
+pub fn registry_storage() -> PathBuf {
+    std::env::var_os("KUBE_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache"))
+        .join("registry/storage")
+}
+
+/// Why agent tests (root, a node namespace, images) cannot run here, if they cannot.
+pub fn agent_unmet() -> Option<String> {
+    if let Some(why) = root_unmet() {
+        return Some(why);
+    }
+    if !Command::new("sh").args(["-c", "command -v docker-registry"]).output().is_ok_and(|o| o.status.success()) {
+        return Some("docker-registry not installed (scripts/install-test-deps.sh)".into());
+    }
+    let storage = registry_storage();
+    if !storage.join("docker/registry/v2/repositories/busybox").is_dir() {
+        return Some(format!(
+            "no busybox image in {} (scripts/test-registry.sh start && scripts/build-test-images.sh)",
+            storage.display()
+        ));
+    }
+    None
+}
+
+/// True when the test may go on; panics in CI (KUBE_TEST_REQUIRE_ROOT=1) when it may not.
+pub fn can_run(test: &str, unmet: Option<String>) -> bool {
+    match unmet {
+        None => true,
+        Some(why) if std::env::var("KUBE_TEST_REQUIRE_ROOT").as_deref() == Ok("1") => {
+            panic!("{test}: {why}, and KUBE_TEST_REQUIRE_ROOT=1")
+        }
+        Some(why) => {
+            eprintln!("SKIPPED {test}: {why}");
+            false
+        }
+    }
 }
 
 fn free_port() -> u16 {
