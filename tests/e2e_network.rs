@@ -117,3 +117,88 @@ fn overlay_connects_pods_across_nodes() {
     let (_, links) = output(nodes[0].exec("ip").args(["-o", "link", "show", "master", "kube-bridge"]));
     assert!(links.trim().is_empty(), "veth left on the bridge: {links}");
 }
+
+/// The IP column of `kubectl get pod <name> -o wide`.
+fn wide_ip(cluster: &common::agent::AgentCluster, pod: &str) -> String {
+    let out = cluster.ok(&["get", "pod", pod, "-o", "wide", "--no-headers"]);
+    out.split_whitespace().nth(5).unwrap_or_default().to_string()
+}
+
+#[test]
+fn pods_get_ips_and_reach_each_other() {
+    if !common::can_run("pods_get_ips_and_reach_each_other", common::agent_unmet()) {
+        return;
+    }
+    let cluster = common::agent::AgentCluster::start();
+    let node = cluster.node.clone();
+    let node_ip = cluster.node_ip().expect("node ip");
+    let cidr = cluster.wait_for(
+        "podCIDR and VTEP annotations",
+        &[
+            "get",
+            "node",
+            &node,
+            "-o",
+            "jsonpath={.spec.podCIDR} {.metadata.annotations.flannel\\.alpha\\.coreos\\.com/public-ip}",
+        ],
+        Duration::from_secs(30),
+        |out| out.split_whitespace().count() == 2,
+    );
+    let (cidr, public_ip) = cidr.split_once(' ').expect("two words");
+    assert_eq!(public_ip, node_ip);
+    let subnet = Subnet::parse(cidr).expect("podCIDR");
+
+    let httpd = |name: &str| {
+        let command =
+            format!("mkdir -p /www && echo hello-from-{name} > /www/index.html && exec httpd -f -p 8080 -h /www");
+        cluster.apply(&cluster.pod(name, &command, "Always"));
+    };
+    httpd("web-a");
+    httpd("web-b");
+    for name in ["web-a", "web-b"] {
+        cluster.wait_for(
+            &format!("{name} Running"),
+            &["get", "pod", name, "--no-headers"],
+            Duration::from_secs(60),
+            |out| out.split_whitespace().nth(2) == Some("Running"),
+        );
+    }
+    let (ip_a, ip_b) = (wide_ip(&cluster, "web-a"), wide_ip(&cluster, "web-b"));
+    assert_ne!(ip_a, ip_b, "two pods got the same IP");
+    for ip in [&ip_a, &ip_b] {
+        assert!(subnet.contains(ip.parse().expect("pod IP")), "{ip} outside the node's podCIDR {subnet}");
+    }
+    let ips =
+        cluster.ok(&["get", "pod", "web-a", "-o", "jsonpath={.status.podIP} {.status.podIPs[0].ip} {.status.hostIP}"]);
+    assert_eq!(ips, format!("{ip_a} {ip_a} {node_ip}"));
+
+    // A pod fetches the page of another by its IP, and finds itself in /etc/hosts.
+    let fetch = format!("wget -qO- http://{ip_b}:8080/ && grep -w client /etc/hosts");
+    cluster.apply(&cluster.pod("client", &fetch, "Never"));
+    cluster.wait_for(
+        "client Succeeded",
+        &["get", "pod", "client", "-o", "jsonpath={.status.phase}"],
+        Duration::from_secs(60),
+        |out| {
+            assert_ne!(out, "Failed", "the client pod failed: {}", cluster.ok(&["logs", "client"]));
+            out == "Succeeded"
+        },
+    );
+    let client_ip = cluster.ok(&["get", "pod", "client", "-o", "jsonpath={.status.podIP}"]);
+    let logs = cluster.ok(&["logs", "client"]);
+    assert_eq!(logs, format!("hello-from-web-b\n{client_ip}\tclient\n"));
+
+    // Deleting a pod releases its address; a new pod never duplicates a live one.
+    let ipam = cluster.dir.path().join("agent/ipam");
+    assert!(ipam.join(&ip_a).exists(), "no IPAM file for {ip_a}");
+    cluster.ok(&["delete", "pod", "web-a", "client", "--timeout=60s"]);
+    assert!(!ipam.join(&ip_a).exists(), "{ip_a} still allocated after its pod was deleted");
+    assert!(!ipam.join(&client_ip).exists(), "{client_ip} still allocated after its pod was deleted");
+    httpd("web-c");
+    cluster.wait_for("web-c Running", &["get", "pod", "web-c", "--no-headers"], Duration::from_secs(60), |out| {
+        out.split_whitespace().nth(2) == Some("Running")
+    });
+    let ip_c = wide_ip(&cluster, "web-c");
+    assert_ne!(ip_c, ip_b, "the new pod got a live pod's address");
+    assert!(subnet.contains(ip_c.parse().expect("pod IP")));
+}
