@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 pub const IMAGE: &str = "busybox:latest";
 
-/// The registry pods pull from: the node namespace's private one.
+/// The registry pods pull from: the node namespace's private one (always
+/// on 127.0.0.1:5000 there, whatever port the cache's registry uses).
 pub fn registry() -> String {
-    std::env::var("KUBE_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into())
+    super::NODE_REGISTRY.to_string()
 }
 
 pub struct AgentCluster {
