@@ -8,6 +8,7 @@
 //!   → a ping crosses the VXLAN; removing the peer breaks it.
 //! - `pods_get_ips_and_reach_each_other`: the real `kube server` (in a node
 //!   namespace) runs two httpd pods and a wget pod that fetches a page from one.
+//! - `flannel_backend_none_leaves_pods_on_loopback`: `--flannel-backend none`.
 
 mod common;
 
@@ -201,4 +202,29 @@ fn pods_get_ips_and_reach_each_other() {
     let ip_c = wide_ip(&cluster, "web-c");
     assert_ne!(ip_c, ip_b, "the new pod got a live pod's address");
     assert!(subnet.contains(ip_c.parse().expect("pod IP")));
+}
+
+#[test]
+fn flannel_backend_none_leaves_pods_on_loopback() {
+    if !common::can_run("flannel_backend_none_leaves_pods_on_loopback", common::agent_unmet()) {
+        return;
+    }
+    let cluster = common::agent::AgentCluster {
+        cluster: common::Cluster::start_with_agent_and(&["--flannel-backend", "none"]),
+        node: nix::unistd::gethostname().expect("hostname").to_string_lossy().to_lowercase(),
+    };
+    cluster.apply(&cluster.pod("lonely", "ip -o link show; ip -o addr show", "Never"));
+    cluster.wait_for(
+        "lonely Succeeded",
+        &["get", "pod", "lonely", "-o", "jsonpath={.status.phase}"],
+        Duration::from_secs(60),
+        |out| out == "Succeeded",
+    );
+    let logs = cluster.ok(&["logs", "lonely"]);
+    assert!(logs.contains("lo:") && !logs.contains("eth0"), "pod links: {logs}");
+    let pod_ip = cluster.ok(&["get", "pod", "lonely", "-o", "jsonpath={.status.podIP}"]);
+    assert_eq!(pod_ip, "", "a pod without a pod network reported an IP");
+    let net = cluster.net.as_ref().expect("node netns");
+    let (_, links) = output(net.node.exec("ip").args(["-o", "link", "show"]));
+    assert!(!links.contains("kube-bridge") && !links.contains("kube-vxlan"), "node links: {links}");
 }
