@@ -55,7 +55,10 @@ impl PodNetwork for Netlink {
             let mtu = underlay_mtu.saturating_sub(vxlan::OVERHEAD);
             let device = vxlan::ensure(&handle, node_ip, underlay, mtu, pod_cidr).await?;
             let bridge = bridge::ensure(&handle, pod_cidr, mtu).await?;
-            let gateway = pod_cidr.gateway().ok_or(CniError::NotReady)?;
+            let gateway = pod_cidr.gateway().ok_or_else(|| CniError::Subnet {
+                text: pod_cidr.to_string(),
+                message: "too small for a gateway".into(),
+            })?;
             let setup = NodeSetup { pod_cidr, gateway, vtep_mac: device.mac.clone(), public_ip: node_ip, mtu };
             Ok((bridge, device.index, setup))
         })?;
