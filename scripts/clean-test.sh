@@ -1,13 +1,13 @@
 #!/bin/bash
 # Remove what an interrupted test run may have left behind:
-#   - network namespaces named kube-test-* (and the processes still running in them)
+#   - network namespaces named kube-test-* or kt-* (and the processes still running in them)
 #   - the cache's registry process (scripts/test-registry.sh stop)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 
 if command -v ip >/dev/null; then
-    ip netns list 2>/dev/null | awk '{print $1}' | grep '^kube-test-' | while read -r ns; do
+    ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^(kube-test-|kt-)' | while read -r ns; do
         pids=$(ip netns pids "$ns" 2>/dev/null || true)
         if [ -n "$pids" ]; then
             # shellcheck disable=SC2086  # one PID per word

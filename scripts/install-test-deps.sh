@@ -8,7 +8,7 @@ set -euo pipefail
 
 die() { echo "install-test-deps: ERROR: $*" >&2; exit 1; }
 
-PKGS=(nftables iproute2 busybox-static docker-registry skopeo umoci etcd-server curl unzip python3-venv libseccomp-dev pkg-config)
+PKGS=(nftables iproute2 busybox-static containernetworking-plugins docker-registry skopeo umoci etcd-server curl unzip python3-venv libseccomp-dev pkg-config)
 
 is_installed() {
     [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" = "installed" ]

@@ -2,6 +2,7 @@
 //! the command line; each role lives in its own module and exposes `run`.
 
 pub mod agent;
+pub mod cni;
 pub mod controllers;
 pub mod server;
 pub mod store;

@@ -53,6 +53,8 @@ pub struct AgentConfig {
     pub node_taints: Vec<Value>,
     /// Whether the node runs the control plane (labelled node-role.kubernetes.io/control-plane).
     pub control_plane: bool,
+    /// The cluster's pod network (`--cluster-cidr`); each node gets a subnet of it.
+    pub cluster_cidr: String,
 }
 
 impl AgentConfig {
@@ -69,6 +71,7 @@ impl AgentConfig {
             node_labels: Default::default(),
             node_taints: Vec::new(),
             control_plane: false,
+            cluster_cidr: "10.42.0.0/16".into(),
         }
     }
 
@@ -83,6 +86,9 @@ impl AgentConfig {
         config.cluster_dns = IpAddr::V4(server.cluster_dns);
         config.cluster_domain = server.cluster_domain.clone();
         config.control_plane = true;
+        config.cluster_cidr = server.cluster_cidr.to_string();
+        config.pod_network = server.pod_network;
+        config.flannel_iface = server.flannel_iface.clone();
         config
     }
 
@@ -110,6 +116,8 @@ pub struct AgentCtx {
     pub runtime: Arc<dyn runtime::Runtime>,
     pub images: image::ImageStore,
     pub reaper: Arc<reaper::Reaper>,
+    /// The pod network; `None` with `--flannel-backend none`.
+    pub network: Option<Arc<dyn crate::cni::PodNetwork>>,
 }
 
 /// Starts the local agent of `kube server` on the in-process router.
@@ -140,19 +148,41 @@ pub async fn run_local(client: Client, config: AgentConfig, shutdown: Cancellati
         runtime: Arc::new(runtime::Libcontainer::new(config.data_dir.join("run"))?),
         images: image::ImageStore::new(config.data_dir.join("images"), &config.registries),
         reaper: reaper::Reaper::start(),
+        network: config.pod_network.then(|| pod_network(&config)),
         config: config.clone(),
     });
     let (registered_tx, mut registered) = watch::channel(false);
-    let heartbeat = tokio::spawn(node::run(client, config.clone(), shutdown.clone(), registered_tx));
+    let heartbeat = tokio::spawn(node::run(client.clone(), config.clone(), shutdown.clone(), registered_tx));
     tracing::info!(node = %config.node_name, "agent waiting for node registration");
     tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
         _ = registered.wait_for(|r| *r) => {}
     }
+    let overlay = match &ctx.network {
+        Some(network) => match crate::cni::agent::start(&client, &config.node_name, network.clone(), &shutdown).await {
+            Some(task) => Some(task),
+            None => return Ok(()),
+        },
+        None => None,
+    };
+    sandbox::release_unknown_addresses(&ctx).await;
     tracing::info!(node = %config.node_name, dir = %config.data_dir.display(), "agent running pods");
     pods_loop(ctx, shutdown).await;
     let _ = heartbeat.await;
+    if let Some(overlay) = overlay {
+        let _ = overlay.await;
+    }
     Ok(())
+}
+
+/// The real pod network of this node (netlink in the agent's namespace).
+fn pod_network(config: &AgentConfig) -> Arc<dyn crate::cni::PodNetwork> {
+    Arc::new(crate::cni::Netlink::new(crate::cni::NodeConfig {
+        node_ip: config.node_ip,
+        iface: config.flannel_iface.clone(),
+        ipam_dir: config.data_dir.join("ipam"),
+        netns: None,
+    }))
 }
 
 struct Workers {

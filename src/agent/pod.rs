@@ -534,11 +534,11 @@ impl Worker {
     /// Posts the pod's status when it changed.
     async fn report(&mut self) {
         let host_ip = self.ctx.config.node_ip.to_string();
-        let pod_ip = sandbox::host_network(&self.pod).then_some(host_ip.as_str());
+        let pod_ip = sandbox::pod_ip(&self.ctx, &self.pod, &self.uid);
         let now = now();
         let facts = PodFacts {
             host_ip: &host_ip,
-            pod_ip,
+            pod_ip: pod_ip.as_deref(),
             start_time: &self.start_time,
             now: &now,
             sandbox_ready: self.sandbox_ready,

@@ -1,13 +1,18 @@
-//! The pod sandbox: the pod's folders, its network namespace (loopback
-//! only until pod networking lands), /etc/hosts, /etc/resolv.conf, and its
-//! volumes (emptyDir, configMap, secret and hostPath written to files).
+//! The pod sandbox: the pod's folders, its network namespace and its place
+//! on the pod network (an address through [`crate::cni`]), /etc/hosts,
+//! /etc/resolv.conf, and its volumes (emptyDir, configMap, secret and
+//! hostPath written to files).
 
 use super::AgentCtx;
 use super::error::{AgentError, Result};
 use super::spec::BindMount;
+use crate::cni::{PodNetwork, PodRequest};
 use base64::Engine;
 use serde_json::Value;
+use std::collections::HashSet;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Where one pod's files live.
 #[derive(Clone, Debug)]
@@ -117,6 +122,11 @@ pub async fn prepare(ctx: &AgentCtx, pod: &Value, paths: &PodPaths) -> Result<()
     if !host_net && !paths.netns.exists() {
         ctx.host.create_netns(&paths.netns)?;
     }
+    let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+    let pod_ip = match (&ctx.network, host_net) {
+        (Some(network), false) => Some(add_network(network.clone(), uid, namespace, name, &paths.netns).await?),
+        _ => None,
+    };
     let hostname = pod.pointer("/spec/hostname").and_then(Value::as_str).unwrap_or(name);
     if host_net {
         let host_resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
@@ -125,7 +135,7 @@ pub async fn prepare(ctx: &AgentCtx, pod: &Value, paths: &PodPaths) -> Result<()
     } else {
         let resolv = resolv_conf(namespace, &ctx.config.cluster_dns.to_string(), &ctx.config.cluster_domain);
         write(&paths.root.join("resolv.conf"), resolv.as_bytes())?;
-        write(&paths.root.join("hosts"), hosts_file(hostname, None).as_bytes())?;
+        write(&paths.root.join("hosts"), hosts_file(hostname, pod_ip.map(|ip| ip.to_string()).as_deref()).as_bytes())?;
     }
     write(&paths.root.join("hostname"), format!("{hostname}\n").as_bytes())?;
     for volume in pod.pointer("/spec/volumes").and_then(Value::as_array).into_iter().flatten() {
@@ -208,8 +218,73 @@ pub fn container_mounts(pod: &Value, container: &Value, paths: &PodPaths) -> Vec
     mounts
 }
 
+/// Connects the pod to the pod network (on a blocking thread: netlink work
+/// runs on threads of its own); returns its address.
+async fn add_network(
+    network: Arc<dyn PodNetwork>,
+    uid: &str,
+    namespace: &str,
+    name: &str,
+    netns: &Path,
+) -> Result<IpAddr> {
+    let key = format!("{namespace}/{name}");
+    let (uid, namespace, name, netns) = (uid.to_string(), namespace.to_string(), name.to_string(), netns.to_path_buf());
+    let started = std::time::Instant::now();
+    let result = tokio::task::spawn_blocking(move || {
+        network.add_pod(&PodRequest { uid: &uid, namespace: &namespace, name: &name, netns: &netns })
+    })
+    .await;
+    let ip = match result {
+        Ok(Ok(ip)) => ip,
+        Ok(Err(err)) => return Err(AgentError::Sandbox { pod: key, message: format!("pod network: {err}") }),
+        Err(err) => return Err(AgentError::Sandbox { pod: key, message: format!("pod network task: {err}") }),
+    };
+    tracing::info!(ip = %ip, elapsed_us = started.elapsed().as_micros() as u64, "pod network added");
+    Ok(ip)
+}
+
+/// The pod's IP for its status: the node IP for hostNetwork pods, else the
+/// address the pod network gave it (none without a pod network).
+pub fn pod_ip(ctx: &AgentCtx, pod: &Value, uid: &str) -> Option<String> {
+    if host_network(pod) {
+        return Some(ctx.config.node_ip.to_string());
+    }
+    ctx.network.as_ref()?.pod_ip(uid).map(|ip| ip.to_string())
+}
+
+/// Frees addresses no pod of this node holds any more (an agent crashed
+/// between a pod's end and its cleanup). Pods still in the API or still on
+/// disk keep theirs: their workers release them on teardown.
+pub async fn release_unknown_addresses(ctx: &AgentCtx) {
+    let Some(network) = ctx.network.clone() else { return };
+    let uri = format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{}", ctx.config.node_name);
+    let pods = match ctx.client.list(&uri).await {
+        Ok(pods) => pods,
+        Err(err) => {
+            tracing::warn!(error = %err.message, "cannot list this node's pods; stale addresses stay allocated");
+            return;
+        }
+    };
+    let mut live: HashSet<String> =
+        pods.iter().filter_map(|p| p.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_string)).collect();
+    for entry in std::fs::read_dir(ctx.config.data_dir.join("pods")).into_iter().flatten().flatten() {
+        live.insert(entry.file_name().to_string_lossy().into_owned());
+    }
+    match tokio::task::spawn_blocking(move || network.release_unknown(&live)).await {
+        Ok(Ok(freed)) if !freed.is_empty() => tracing::info!(?freed, "released addresses of pods that are gone"),
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => tracing::warn!(error = %err, "cannot release stale pod addresses"),
+        Err(err) => tracing::warn!(error = %err, "address sweep task failed"),
+    }
+}
+
 /// Removes what `prepare` made (logs are kept until the pod object is gone).
 pub fn teardown(ctx: &AgentCtx, paths: &PodPaths, uid: &str, remove_logs: bool) -> Result<()> {
+    if let Some(network) = &ctx.network
+        && let Err(err) = network.delete_pod(uid)
+    {
+        tracing::warn!(error = %err, "cannot remove the pod's network");
+    }
     ctx.host.remove_netns(&paths.netns)?;
     ctx.host.remove_cgroup(&format!("kubepods/pod{uid}"))?;
     if paths.root.exists() {
@@ -241,6 +316,62 @@ mod tests {
         write_keys(dir.path(), &data, Some(&vec![json!({"key": "b", "path": "sub/x"})])).expect("write");
         assert_eq!(std::fs::read(dir.path().join("sub/x")).expect("x"), b"2");
         assert!(!dir.path().join("a").exists());
+    }
+
+    fn fake_ctx(dir: &Path, network: Arc<crate::cni::FakeNetwork>) -> AgentCtx {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let user = crate::agent::node_user("n1");
+        let config = crate::agent::AgentConfig::new("n1", dir.to_path_buf(), "192.168.70.2".parse().expect("ip"));
+        AgentCtx {
+            client: crate::server::client::Client::new(axum::Router::new(), user),
+            images: crate::agent::image::ImageStore::new(dir.join("images"), &config.registries),
+            config,
+            host: Arc::new(crate::agent::host::FakeHost::default()),
+            runtime: Arc::new(crate::agent::runtime::FakeRuntime::default()),
+            reaper: Arc::new(crate::agent::reaper::Reaper::default()),
+            network: Some(network),
+        }
+    }
+
+    #[tokio::test]
+    async fn pods_get_an_address_hosts_entry_and_lose_it_on_teardown() {
+        use crate::cni::{FakeNetwork, NetworkCall, PodNetwork, Subnet};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let network = Arc::new(FakeNetwork::default());
+        network.setup_node(Subnet::parse("10.42.0.0/24").expect("subnet")).expect("setup");
+        let ctx = fake_ctx(dir.path(), network.clone());
+        let pod = json!({"metadata": {"namespace": "default", "name": "web", "uid": "u1"}, "spec": {}});
+        let paths = PodPaths::new(&ctx, "default", "web", "u1");
+        prepare(&ctx, &pod, &paths).await.expect("prepare");
+        assert_eq!(pod_ip(&ctx, &pod, "u1").as_deref(), Some("10.42.0.2"));
+        let hosts = std::fs::read_to_string(paths.root.join("hosts")).expect("hosts");
+        assert!(hosts.ends_with("10.42.0.2\tweb\n"), "{hosts}");
+        // Preparing again (a retry) keeps the address.
+        prepare(&ctx, &pod, &paths).await.expect("prepare again");
+        assert_eq!(pod_ip(&ctx, &pod, "u1").as_deref(), Some("10.42.0.2"));
+        teardown(&ctx, &paths, "u1", true).expect("teardown");
+        assert_eq!(pod_ip(&ctx, &pod, "u1"), None);
+        assert!(network.calls().contains(&NetworkCall::DeletePod("u1".into())));
+
+        // hostNetwork pods report the node IP and never touch the pod network.
+        let host_pod =
+            json!({"metadata": {"namespace": "kube-system", "name": "h", "uid": "u2"}, "spec": {"hostNetwork": true}});
+        let paths = PodPaths::new(&ctx, "kube-system", "h", "u2");
+        prepare(&ctx, &host_pod, &paths).await.expect("prepare host pod");
+        assert_eq!(pod_ip(&ctx, &host_pod, "u2").as_deref(), Some("192.168.70.2"));
+        let adds = network.calls().iter().filter(|c| matches!(c, NetworkCall::AddPod { .. })).count();
+        assert_eq!(adds, 2, "only the pod-network pod was added (twice)");
+    }
+
+    #[tokio::test]
+    async fn a_failing_pod_network_fails_the_sandbox() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let network = Arc::new(crate::cni::FakeNetwork::failing());
+        let ctx = fake_ctx(dir.path(), network);
+        let pod = json!({"metadata": {"namespace": "default", "name": "web", "uid": "u1"}, "spec": {}});
+        let paths = PodPaths::new(&ctx, "default", "web", "u1");
+        let err = prepare(&ctx, &pod, &paths).await.expect_err("must fail");
+        assert!(err.to_string().contains("pod network: injected failure"), "{err}");
     }
 
     #[test]

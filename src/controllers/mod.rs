@@ -45,6 +45,8 @@ pub struct Context {
     pub catalog: Catalog,
     /// The cluster CA (published as `kube-root-ca.crt` in every namespace).
     pub ca_pem: String,
+    /// The pod network (`--cluster-cidr`) node podCIDRs are carved from.
+    pub cluster_cidr: crate::server::config::Cidr,
 }
 
 /// Starts leader election; the leader runs every controller. All stop when

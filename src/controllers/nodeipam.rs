@@ -1,6 +1,6 @@
 //! Node IPAM: every node gets a pod subnet (`spec.podCIDR`, a /24 of the
-//! cluster CIDR, the lowest one free), which its agent's CNI hands out
-//! addresses from. A podCIDR once set is never changed.
+//! server's `--cluster-cidr`, the lowest one free), which its agent's CNI
+//! hands out addresses from. A podCIDR once set is never changed.
 
 use super::Context;
 use super::objects::{self, name, str_at};
@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const NODES: (&str, &str, &str) = ("", "v1", "nodes");
-/// The cluster CIDR (the server's `--cluster-cidr` default; see the module notes).
+/// The default of the server's `--cluster-cidr`.
 pub const CLUSTER_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 42, 0, 0), 16);
 /// Upstream's `--node-cidr-mask-size` for IPv4.
 pub const NODE_MASK: u8 = 24;
@@ -64,7 +64,7 @@ async fn reconcile(ctx: Context, (_, node_name): Key) -> Result<Action, ApiError
         })
         .filter_map(|c| parse_cidr(&c).map(|(addr, _)| addr))
         .collect();
-    let Some(cidr) = allocate(CLUSTER_CIDR, NODE_MASK, &used) else {
+    let Some(cidr) = allocate((ctx.cluster_cidr.addr, ctx.cluster_cidr.prefix), NODE_MASK, &used) else {
         tracing::warn!(node = %node_name, "no pod subnet left in the cluster CIDR");
         return Ok(Action::RequeueAfter(Duration::from_secs(60)));
     };

@@ -55,6 +55,21 @@ pub struct ServerArgs {
     /// default: the one in <data-dir>/server/token, else a random one.
     #[arg(long, env = "KUBE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Backend (valid values: 'none', 'vxlan'). 'none' leaves pods with loopback only.
+    #[arg(long, value_enum, default_value = "vxlan")]
+    pub flannel_backend: FlannelBackend,
+    /// Override default flannel interface.
+    #[arg(long)]
+    pub flannel_iface: Option<String>,
+}
+
+/// The pod network backend (`--flannel-backend`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlannelBackend {
+    /// No pod network: pods get loopback only.
+    None,
+    /// Bridge + host-local IPAM on each node, a VXLAN overlay between nodes.
+    Vxlan,
 }
 
 /// An IPv4 network in CIDR notation.
@@ -117,6 +132,8 @@ pub struct ServerConfig {
     pub run_agent: bool,
     /// `--token`: the join token's secret (None: reuse or generate).
     pub token: Option<String>,
+    pub pod_network: bool,
+    pub flannel_iface: Option<String>,
 }
 
 impl ServerConfig {
@@ -154,6 +171,8 @@ impl ServerConfig {
             history_window: std::time::Duration::from_secs(args.history_window_seconds),
             run_agent: !args.disable_agent,
             token: args.token.clone(),
+            pod_network: args.flannel_backend == FlannelBackend::Vxlan,
+            flannel_iface: args.flannel_iface.clone(),
         })
     }
 
@@ -209,6 +228,16 @@ mod tests {
         assert_eq!(config.listen.port(), 6443);
         assert_eq!(config.kubeconfig_mode, 0o600);
         assert!(config.run_agent);
+        assert!(config.pod_network);
+        let config = config_of(&["--flannel-backend", "none", "--flannel-iface", "eth1"]);
+        assert!(!config.pod_network);
+        assert_eq!(config.flannel_iface.as_deref(), Some("eth1"));
+    }
+
+    fn config_of(flags: &[&str]) -> ServerConfig {
+        let mut all = vec!["--advertise-address", "192.168.1.5"];
+        all.extend_from_slice(flags);
+        config(&all).expect("config")
     }
 
     #[test]

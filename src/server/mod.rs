@@ -134,6 +134,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             ),
             catalog: state.catalog.clone(),
             ca_pem: ca.cert_pem.clone(),
+            cluster_cidr: config.cluster_cidr,
         },
         shutdown.clone(),
     );

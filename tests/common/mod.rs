@@ -2,10 +2,17 @@
 //! loopback port with its own data folder, and drives it with the real
 //! `kubectl` and `helm` (fetched by `scripts/fetch-clients.sh`). The server is
 //! stopped by PID when the harness is dropped, also when a test fails.
+//! With its agent ([`Cluster::start_with_agent`]) the server runs in a node
+//! network namespace on a test LAN ([`netns`]), with a private registry
+//! there, so the agent never programs the root namespace.
 
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod kubelet;
+pub mod netns;
+
+use netns::{Lan, Netns};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -21,12 +28,127 @@ pub fn client(name: &str) -> PathBuf {
     path
 }
 
+/// Why root-only network tests cannot run here, if they cannot.
+pub fn root_unmet() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not running as root".into());
+    }
+    let missing: Vec<&str> = ["ip", "nsenter", "busybox"]
+        .into_iter()
+        .filter(|tool| {
+            !Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    (!missing.is_empty()).then(|| format!("{} not installed (scripts/install-test-deps.sh)", missing.join(", ")))
+}
+
+/// The image registry storage the tests' registries serve
+/// (`$KUBE_TEST_CACHE/registry/storage`, default `.cache/registry/storage`).
+pub fn registry_storage() -> PathBuf {
+    std::env::var_os("KUBE_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache"))
+        .join("registry/storage")
+}
+
+/// Why agent tests (root, a node namespace, images) cannot run here, if they cannot.
+pub fn agent_unmet() -> Option<String> {
+    if let Some(why) = root_unmet() {
+        return Some(why);
+    }
+    if !Command::new("sh").args(["-c", "command -v docker-registry"]).output().is_ok_and(|o| o.status.success()) {
+        return Some("docker-registry not installed (scripts/install-test-deps.sh)".into());
+    }
+    let storage = registry_storage();
+    if !storage.join("docker/registry/v2/repositories/busybox").is_dir() {
+        return Some(format!(
+            "no busybox image in {} (scripts/test-registry.sh start && scripts/build-test-images.sh)",
+            storage.display()
+        ));
+    }
+    None
+}
+
+/// True when the test may go on; panics in CI (KUBE_TEST_REQUIRE_ROOT=1) when it may not.
+pub fn can_run(test: &str, unmet: Option<String>) -> bool {
+    match unmet {
+        None => true,
+        Some(why) if std::env::var("KUBE_TEST_REQUIRE_ROOT").as_deref() == Ok("1") => {
+            panic!("{test}: {why}, and KUBE_TEST_REQUIRE_ROOT=1")
+        }
+        Some(why) => {
+            eprintln!("SKIPPED {test}: {why}");
+            false
+        }
+    }
+}
+
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local address").port()
 }
 
+/// The network a node of an agent cluster lives in: its namespace on a LAN
+/// and the private registry inside it. Dropped after the server stopped:
+/// the registry is stopped by PID, then the namespaces go.
+pub struct NodeNet {
+    registry: Option<Child>,
+    pub node: Netns,
+    pub lan: Lan,
+}
+
+/// The port of the API server inside a node namespace (nothing else binds there).
+const NODE_API_PORT: u16 = 6443;
+/// Where the node's private registry listens, inside its namespace.
+pub const NODE_REGISTRY: &str = "127.0.0.1:5000";
+
+impl NodeNet {
+    /// A LAN with one node namespace and a registry in it serving
+    /// [`registry_storage`] read-only.
+    pub fn start(dir: &Path) -> NodeNet {
+        let lan = Lan::new("e2e");
+        let node = lan.add_node();
+        let config = dir.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  maintenance:\n    uploadpurging:\n      enabled: false\n    readonly:\n      enabled: true\nhttp:\n  addr: {NODE_REGISTRY}\n  secret: kube-test-node-registry\n",
+                registry_storage().display()
+            ),
+        )
+        .expect("write registry config");
+        let log = std::fs::File::create(dir.join("registry.log")).expect("registry log");
+        let registry = node
+            .enter("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry in the node namespace");
+        let net = NodeNet { registry: Some(registry), node, lan };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !net.node.connects(NODE_REGISTRY) {
+            let log = std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default();
+            assert!(Instant::now() < deadline, "the node's registry did not answer on {NODE_REGISTRY}:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        net
+    }
+}
+
+impl Drop for NodeNet {
+    fn drop(&mut self) {
+        if let Some(mut registry) = self.registry.take() {
+            let _ = registry.kill();
+            let _ = registry.wait();
+        }
+    }
+}
+
 pub struct Cluster {
+    /// The node namespace of an agent cluster (first, so it goes before the folder).
+    pub net: Option<NodeNet>,
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub kubeconfig: PathBuf,
@@ -46,20 +168,29 @@ impl Cluster {
         Cluster::launch(extra, false)
     }
 
-    /// A server with its local agent (pods really run; needs root).
+    /// A server with its local agent (pods really run; needs root), in a
+    /// node namespace of its own on a test LAN, pulling from a private
+    /// registry there.
     pub fn start_with_agent() -> Cluster {
-        Cluster::launch(&[], true)
+        Cluster::start_with_agent_and(&[])
+    }
+
+    /// Like [`Cluster::start_with_agent`], with extra `kube server` flags.
+    pub fn start_with_agent_and(extra: &[&str]) -> Cluster {
+        Cluster::launch(extra, true)
     }
 
     fn launch(extra: &[&str], with_agent: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
+        let net = with_agent.then(|| NodeNet::start(dir.path()));
         let mut cluster = Cluster {
-            port: free_port(),
+            port: if with_agent { NODE_API_PORT } else { free_port() },
             kubeconfig: dir.path().join("admin.kubeconfig"),
             dir,
             server: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             with_agent,
+            net,
         };
         cluster.spawn();
         cluster
@@ -72,8 +203,16 @@ impl Cluster {
             .append(true)
             .open(self.dir.path().join("server.log"))
             .expect("server log");
-        let child = Command::new(env!("CARGO_BIN_EXE_kube"))
-            .args(["server", "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"])
+        let (mut command, bind, advertise) = match &self.net {
+            Some(net) => (
+                net.node.enter(env!("CARGO_BIN_EXE_kube")),
+                "0.0.0.0".to_string(),
+                net.node.lan_ip.clone().expect("node ip"),
+            ),
+            None => (Command::new(env!("CARGO_BIN_EXE_kube")), "127.0.0.1".into(), "127.0.0.1".into()),
+        };
+        let child = command
+            .args(["server", "--bind-address", &bind, "--advertise-address", &advertise])
             .args(if self.with_agent { &[][..] } else { &["--disable-agent"][..] })
             .arg("--https-listen-port")
             .arg(self.port.to_string())
@@ -93,6 +232,19 @@ impl Cluster {
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
+    }
+
+    /// The node's IP on the test LAN (agent clusters only).
+    pub fn node_ip(&self) -> Option<String> {
+        self.net.as_ref()?.node.lan_ip.clone()
+    }
+
+    /// A command for a client binary: inside the node namespace for agent clusters.
+    fn client_command(&self, name: &str) -> Command {
+        match &self.net {
+            Some(net) => net.node.exec(client(name)),
+            None => Command::new(client(name)),
+        }
     }
 
     pub fn is_running(&self) -> bool {
@@ -139,7 +291,7 @@ impl Cluster {
 
     /// Runs the real kubectl against this cluster.
     pub fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new(client("kubectl"))
+        self.client_command("kubectl")
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("HOME", self.dir.path())
@@ -150,7 +302,8 @@ impl Cluster {
     /// kubectl with stdin.
     pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Output {
         use std::io::Write;
-        let mut child = Command::new(client("kubectl"))
+        let mut child = self
+            .client_command("kubectl")
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("HOME", self.dir.path())
@@ -188,7 +341,7 @@ impl Cluster {
 
     /// Runs the real helm against this cluster.
     pub fn helm(&self, args: &[&str]) -> Output {
-        Command::new(client("helm"))
+        self.client_command("helm")
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("HOME", self.dir.path())
