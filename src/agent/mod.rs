@@ -39,6 +39,11 @@ pub struct AgentConfig {
     pub registries: Vec<String>,
     pub cluster_dns: IpAddr,
     pub cluster_domain: String,
+    /// Run the built-in service proxy (src/netfilter/); off with `--disable-kube-proxy`.
+    pub service_proxy: bool,
+    /// Service network (`--service-cidr`) and pod network (`--cluster-cidr`).
+    pub service_cidr: String,
+    pub cluster_cidr: String,
 }
 
 impl AgentConfig {
@@ -50,6 +55,9 @@ impl AgentConfig {
             registries: vec!["127.0.0.1:5000".into()],
             cluster_dns: IpAddr::from([10, 43, 0, 10]),
             cluster_domain: "cluster.local".into(),
+            service_proxy: true,
+            service_cidr: "10.43.0.0/16".into(),
+            cluster_cidr: "10.42.0.0/16".into(),
         }
     }
 
@@ -63,6 +71,9 @@ impl AgentConfig {
         let mut config = AgentConfig::new(&host, server.data_dir.join("agent"), server.advertise_address);
         config.cluster_dns = IpAddr::V4(server.cluster_dns);
         config.cluster_domain = server.cluster_domain.clone();
+        config.service_proxy = server.run_service_proxy;
+        config.service_cidr = server.service_cidr.to_string();
+        config.cluster_cidr = server.cluster_cidr.to_string();
         config
     }
 
@@ -125,6 +136,13 @@ pub async fn run_local(client: Client, config: AgentConfig, shutdown: Cancellati
         _ = registered.wait_for(|r| *r) => {}
     }
     tracing::info!(node = %config.node_name, dir = %config.data_dir.display(), "agent running pods");
+    if config.service_proxy {
+        tokio::spawn(crate::netfilter::run(
+            ctx.client.clone(),
+            crate::netfilter::ProxyConfig::for_agent(&config),
+            shutdown.clone(),
+        ));
+    }
     pods_loop(ctx, shutdown).await;
     let _ = heartbeat.await;
     Ok(())

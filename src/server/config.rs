@@ -51,6 +51,9 @@ pub struct ServerArgs {
     /// Run only the control plane, without a local agent.
     #[arg(long)]
     pub disable_agent: bool,
+    /// Do not run the built-in service proxy (nftables table `inet kube-proxy`).
+    #[arg(long)]
+    pub disable_kube_proxy: bool,
 }
 
 /// An IPv4 network in CIDR notation.
@@ -111,6 +114,7 @@ pub struct ServerConfig {
     pub node_port_range: (u16, u16),
     pub history_window: std::time::Duration,
     pub run_agent: bool,
+    pub run_service_proxy: bool,
 }
 
 impl ServerConfig {
@@ -147,6 +151,7 @@ impl ServerConfig {
             node_port_range,
             history_window: std::time::Duration::from_secs(args.history_window_seconds),
             run_agent: !args.disable_agent,
+            run_service_proxy: !args.disable_kube_proxy,
         })
     }
 
