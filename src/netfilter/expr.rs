@@ -4,7 +4,7 @@
 use crate::server::config::Cidr;
 use nftables::expr::{
     BinaryOperation, CT, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, NgMode, Numgen, Payload,
-    PayloadField, Prefix, SetItem, Verdict,
+    PayloadField, Prefix, Verdict,
 };
 use nftables::stmt::{self, JumpTarget, Match, NAT, NATFamily, NATFlag, Operator, Reject, RejectType, Statement};
 use nftables::types::RejectCode;
@@ -119,14 +119,27 @@ pub fn vmap_lookup(key: Expr, map: &str) -> Stmt {
     Statement::VerdictMap(stmt::VerdictMap { key, data: text(format!("@{map}")) })
 }
 
-/// `numgen random mod N vmap { 0 : goto A, 1 : goto B, … }`.
-pub fn random_goto(chains: &[String]) -> Stmt {
-    let modulus = u32::try_from(chains.len()).unwrap_or(u32::MAX);
-    let key =
-        Expression::Named(NamedExpression::Numgen(Numgen { mode: NgMode::Random, ng_mod: modulus, offset: None }));
-    let items =
-        chains.iter().zip(0u32..).map(|(chain, index)| SetItem::Mapping(number(index), goto_verdict(chain))).collect();
-    Statement::VerdictMap(stmt::VerdictMap { key, data: Expression::Named(NamedExpression::Set(items)) })
+/// `numgen random mod N == 0`: true for one packet in `modulus`.
+pub fn one_in(modulus: u32) -> Stmt {
+    let random = Numgen { mode: NgMode::Random, ng_mod: modulus, offset: None };
+    equals(Expression::Named(NamedExpression::Numgen(random)), number(0u32))
+}
+
+/// A uniform random `goto` among `chains`: rule i (of N) takes `1/(N-i)` of
+/// what reaches it, the last takes the rest. Rules rather than one
+/// `numgen … vmap { … }`: each anonymous map makes the kernel walk the whole
+/// transaction when binding it, so a full rebuild grew quadratically
+/// (10,000 Services: 212 s instead of ~20 s).
+pub fn random_goto(chains: &[String]) -> Vec<Vec<Stmt>> {
+    let count = u32::try_from(chains.len()).unwrap_or(u32::MAX);
+    chains
+        .iter()
+        .zip(0u32..)
+        .map(|(chain, index)| {
+            let remaining = count - index;
+            if remaining > 1 { vec![one_in(remaining), goto(chain)] } else { vec![goto(chain)] }
+        })
+        .collect()
 }
 
 /// `meta mark set meta mark | 0x4000`.
@@ -192,4 +205,18 @@ pub fn back() -> Stmt {
 
 pub fn drop() -> Stmt {
     Statement::Drop(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_goto_gives_each_chain_an_equal_share() {
+        let chains: Vec<String> = ["a", "b", "c"].iter().map(|c| c.to_string()).collect();
+        let rules = random_goto(&chains);
+        assert_eq!(rules, vec![vec![one_in(3), goto("a")], vec![one_in(2), goto("b")], vec![goto("c")]]);
+        // a: 1/3; b: 2/3 · 1/2 = 1/3; c: the remaining 1/3.
+        assert_eq!(random_goto(&chains[..1]), vec![vec![goto("a")]]);
+    }
 }

@@ -2,7 +2,7 @@
 //! their rules), its affinity sets and its entries in the shared verdict
 //! maps. Pure; the fixed chains and maps live in [`super::base`].
 //!
-//! Per port: `svc-…` chooses among all endpoints, `local-…` among this
+//! Per port: `svc-…` chooses among all endpoints at random (`numgen`), `local-…` among this
 //! node's (Local traffic policies), `ext-…` handles NodePort / external /
 //! LoadBalancer traffic, and one `ep-…@ip:port` chain per endpoint DNATs.
 
@@ -143,7 +143,7 @@ fn render_port(fragment: &mut Fragment, port: &ServicePort, config: &ProxyConfig
             }
         }
         let chains: Vec<String> = chosen.iter().map(|(chain, _)| chain.clone()).collect();
-        rules.push(vec![expr::random_goto(&chains)]);
+        rules.extend(expr::random_goto(&chains));
         rules
     };
 
