@@ -1,5 +1,5 @@
-//! The service proxy's one error type: which nft transaction or API call
-//! failed and why (nft's own stderr is kept verbatim).
+//! The service proxy's one error type: which nft transaction failed and
+//! why (nft's own stderr is kept verbatim).
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetfilterError {
@@ -13,6 +13,4 @@ pub enum NetfilterError {
     Nft { what: &'static str, status: String, stderr: String },
     #[error("cannot encode the nft ruleset: {0}")]
     Encode(#[from] serde_json::Error),
-    #[error("API request {what} failed: {message}")]
-    Api { what: String, message: String },
 }
