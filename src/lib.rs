@@ -4,5 +4,6 @@
 pub mod agent;
 pub mod cni;
 pub mod controllers;
+pub mod netfilter;
 pub mod server;
 pub mod store;

@@ -54,6 +54,10 @@ pub struct AgentConfig {
     /// Whether the node runs the control plane (labelled node-role.kubernetes.io/control-plane).
     pub control_plane: bool,
     /// The cluster's pod network (`--cluster-cidr`); each node gets a subnet of it.
+    /// Run the built-in service proxy (src/netfilter/); off with `--disable-kube-proxy`.
+    pub service_proxy: bool,
+    /// Service network (`--service-cidr`) and pod network (`--cluster-cidr`).
+    pub service_cidr: String,
     pub cluster_cidr: String,
 }
 
@@ -71,6 +75,8 @@ impl AgentConfig {
             node_labels: Default::default(),
             node_taints: Vec::new(),
             control_plane: false,
+            service_proxy: true,
+            service_cidr: "10.43.0.0/16".into(),
             cluster_cidr: "10.42.0.0/16".into(),
         }
     }
@@ -89,6 +95,8 @@ impl AgentConfig {
         config.cluster_cidr = server.cluster_cidr.to_string();
         config.pod_network = server.pod_network;
         config.flannel_iface = server.flannel_iface.clone();
+        config.service_proxy = server.run_service_proxy;
+        config.service_cidr = server.service_cidr.to_string();
         config
     }
 
@@ -167,6 +175,13 @@ pub async fn run_local(client: Client, config: AgentConfig, shutdown: Cancellati
     };
     sandbox::release_unknown_addresses(&ctx).await;
     tracing::info!(node = %config.node_name, dir = %config.data_dir.display(), "agent running pods");
+    if config.service_proxy {
+        tokio::spawn(crate::netfilter::run(
+            ctx.client.clone(),
+            crate::netfilter::ProxyConfig::for_agent(&config),
+            shutdown.clone(),
+        ));
+    }
     pods_loop(ctx, shutdown).await;
     let _ = heartbeat.await;
     if let Some(overlay) = overlay {

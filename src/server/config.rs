@@ -70,6 +70,8 @@ pub enum FlannelBackend {
     None,
     /// Bridge + host-local IPAM on each node, a VXLAN overlay between nodes.
     Vxlan,
+    /// Do not run the built-in service proxy (nftables table `inet kube-proxy`).
+    pub disable_kube_proxy: bool,
 }
 
 /// An IPv4 network in CIDR notation.
@@ -134,6 +136,7 @@ pub struct ServerConfig {
     pub token: Option<String>,
     pub pod_network: bool,
     pub flannel_iface: Option<String>,
+    pub run_service_proxy: bool,
 }
 
 impl ServerConfig {
@@ -173,6 +176,7 @@ impl ServerConfig {
             token: args.token.clone(),
             pod_network: args.flannel_backend == FlannelBackend::Vxlan,
             flannel_iface: args.flannel_iface.clone(),
+            run_service_proxy: !args.disable_kube_proxy,
         })
     }
 
