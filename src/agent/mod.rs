@@ -39,6 +39,8 @@ pub struct AgentConfig {
     pub registries: Vec<String>,
     pub cluster_dns: IpAddr,
     pub cluster_domain: String,
+    /// Pod networking (bridge, overlay, service proxy, node-local DNS) is on.
+    pub pod_network: bool,
 }
 
 impl AgentConfig {
@@ -50,6 +52,7 @@ impl AgentConfig {
             registries: vec!["127.0.0.1:5000".into()],
             cluster_dns: IpAddr::from([10, 43, 0, 10]),
             cluster_domain: "cluster.local".into(),
+            pod_network: true,
         }
     }
 
@@ -123,6 +126,10 @@ pub async fn run_local(client: Client, config: AgentConfig, shutdown: Cancellati
     tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
         _ = registered.wait_for(|r| *r) => {}
+    }
+    if config.pod_network {
+        let (client, node, domain) = (ctx.client.clone(), config.node_name.clone(), config.cluster_domain.clone());
+        tokio::spawn(crate::dns::run_on_node(client, node, domain, shutdown.clone()));
     }
     tracing::info!(node = %config.node_name, dir = %config.data_dir.display(), "agent running pods");
     pods_loop(ctx, shutdown).await;
