@@ -127,10 +127,17 @@ impl Handler {
     /// The CNAME of an ExternalName Service, followed to its target (in the
     /// zone from the index, else through the upstreams). The CNAME alone is
     /// answered when the target cannot be resolved now.
-    async fn follow(&self, request: &Metadata, qtype: RecordType, cname: Record, target: Name, serial: u32) -> Reply {
+    async fn follow(
+        &self,
+        request: &Metadata,
+        qtype: RecordType,
+        cname: Box<Record>,
+        target: Name,
+        serial: u32,
+    ) -> Reply {
         self.metrics.count(Outcome::Cluster);
         let mut reply = Reply::new(request, ResponseCode::NoError).authoritative();
-        reply.answers.push(cname);
+        reply.answers.push(*cname);
         let mut target = target;
         for _ in 0..MAX_CNAME_CHAIN {
             let found = {
@@ -143,7 +150,7 @@ impl Handler {
                     return reply;
                 }
                 Lookup::Alias { cname, target: next } => {
-                    reply.answers.push(cname);
+                    reply.answers.push(*cname);
                     target = next;
                 }
                 Lookup::NxDomain | Lookup::NoData => {

@@ -29,7 +29,7 @@ pub enum Lookup {
     /// NOERROR with records.
     Answer { answers: Vec<Record>, additionals: Vec<Record> },
     /// An ExternalName Service: the CNAME, and the target the answer goes on at.
-    Alias { cname: Record, target: Name },
+    Alias { cname: Box<Record>, target: Name },
     /// The name exists without records of that type: NOERROR, SOA in authority.
     NoData,
     /// The name does not exist: NXDOMAIN, SOA in authority.
@@ -153,8 +153,8 @@ fn service_name(index: &Index, zone: &Zone, qname: &Name, qtype: RecordType, ns:
     match &service.kind {
         ServiceKind::ExternalName(target) => {
             let Ok(target) = Name::from_ascii(format!("{target}.")) else { return Lookup::NoData };
-            let cname = record(qname, RData::CNAME(CNAME(target.clone())));
-            if qtype == RecordType::CNAME { Lookup::records(vec![cname]) } else { Lookup::Alias { cname, target } }
+            let cname = Box::new(record(qname, RData::CNAME(CNAME(target.clone()))));
+            if qtype == RecordType::CNAME { Lookup::records(vec![*cname]) } else { Lookup::Alias { cname, target } }
         }
         ServiceKind::ClusterIp(ips) => {
             if qtype == RecordType::SRV {

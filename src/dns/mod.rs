@@ -4,7 +4,8 @@
 //!
 //! Entry points: [`run_on_node`] (the agent: waits for the node's podCIDR
 //! and serves on its first address, port 53), [`run`] (any API source, any
-//! listen addresses), [`serve`] (an index filled by the caller).
+//! listen addresses), [`serve`] (an index filled by the caller, e.g. by
+//! [`feed_index`]; returns the bound addresses).
 
 pub mod error;
 pub mod handler;
@@ -89,13 +90,20 @@ pub async fn serve(index: SharedIndex, config: &DnsConfig, shutdown: Cancellatio
     Ok(Running { addrs: bound.addrs, metrics, task })
 }
 
-/// Feeds an index from `source` and serves it until `shutdown`; binding is
-/// retried (every 5 s) while the listen addresses cannot be bound.
-pub async fn run<S: ApiSource>(source: S, config: DnsConfig, shutdown: CancellationToken) -> Result<(), DnsError> {
+/// An index kept in step with `source` (one list+watch task per kind) until
+/// `shutdown`.
+pub fn feed_index<S: ApiSource>(source: S, shutdown: CancellationToken) -> SharedIndex {
     let index = Index::shared();
     for kind in Kind::ALL {
         tokio::spawn(watch::feed(source.clone(), kind, index.clone(), shutdown.clone()));
     }
+    index
+}
+
+/// Feeds an index from `source` and serves it until `shutdown`; binding is
+/// retried (every 5 s) while the listen addresses cannot be bound.
+pub async fn run<S: ApiSource>(source: S, config: DnsConfig, shutdown: CancellationToken) -> Result<(), DnsError> {
+    let index = feed_index(source, shutdown.clone());
     loop {
         match serve(index.clone(), &config, shutdown.clone()).await {
             Ok(running) => return running.wait().await,
