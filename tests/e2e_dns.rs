@@ -165,36 +165,59 @@ endpoints:
   conditions: {ready: READY}
 "#;
 
+/// The DNS of this test process fed from `cluster`, and a client of it.
+struct Dns {
+    client: Client<TokioRuntimeProvider>,
+    running: kube::dns::Running,
+    shutdown: CancellationToken,
+    _cancel_on_drop: tokio_util::sync::DropGuard,
+    _proxy: Proxy,
+}
+
+impl Dns {
+    async fn start(cluster: &Cluster) -> Dns {
+        let proxy = Proxy::start(cluster);
+        let shutdown = CancellationToken::new();
+        let index = kube::dns::feed_index(ProxySource { addr: proxy.addr }, shutdown.clone());
+        let config = DnsConfig {
+            listen: vec!["127.0.0.1:0".parse().expect("an address")],
+            domain: "cluster.local".into(),
+            upstreams: Vec::new(),
+        };
+        let running = kube::dns::serve(index, &config, shutdown.clone()).await.expect("serve DNS");
+        let stream = UdpClientStream::builder(running.addrs[0], TokioRuntimeProvider::default()).build();
+        let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
+        tokio::spawn(background);
+        Dns { client, running, _cancel_on_drop: shutdown.clone().drop_guard(), shutdown, _proxy: proxy }
+    }
+
+    /// Stops the server and checks it stopped cleanly.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let stopped = tokio::time::timeout(Duration::from_secs(5), self.running.wait()).await;
+        stopped.expect("DNS stopped in time").expect("DNS ran");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn names_follow_services_and_endpoints() {
     let cluster = Cluster::start();
-    let proxy = Proxy::start(&cluster);
-    let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    let index = kube::dns::feed_index(ProxySource { addr: proxy.addr }, shutdown.clone());
-    let config = DnsConfig {
-        listen: vec!["127.0.0.1:0".parse().expect("an address")],
-        domain: "cluster.local".into(),
-        upstreams: Vec::new(),
-    };
-    let running = kube::dns::serve(index, &config, shutdown.clone()).await.expect("serve DNS");
-    let stream = UdpClientStream::builder(running.addrs[0], TokioRuntimeProvider::default()).build();
-    let (mut dns, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
-    tokio::spawn(background);
+    let mut server = Dns::start(&cluster).await;
+    let dns = &mut server.client;
     let ok = ResponseCode::NoError;
 
     // The built-in `kubernetes` Service, from the first list.
-    eventually(&mut dns, "kubernetes.default.svc.cluster.local.", RecordType::A, (ok, &["10.43.0.1"])).await;
+    eventually(dns, "kubernetes.default.svc.cluster.local.", RecordType::A, (ok, &["10.43.0.1"])).await;
 
     // A ClusterIP Service: A, SRV for its named port, PTR.
     cluster.ok(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
     let ip = cluster.ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
-    eventually(&mut dns, "web.default.svc.cluster.local.", RecordType::A, (ok, &[ip.as_str()])).await;
+    eventually(dns, "web.default.svc.cluster.local.", RecordType::A, (ok, &[ip.as_str()])).await;
     let srv = "0 100 80 web.default.svc.cluster.local.";
-    eventually(&mut dns, "_80-8080._tcp.web.default.svc.cluster.local.", RecordType::SRV, (ok, &[srv])).await;
+    eventually(dns, "_80-8080._tcp.web.default.svc.cluster.local.", RecordType::SRV, (ok, &[srv])).await;
     let octets: Vec<&str> = ip.split('.').rev().collect();
     let reverse = format!("{}.in-addr.arpa.", octets.join("."));
-    eventually(&mut dns, &reverse, RecordType::PTR, (ok, &["web.default.svc.cluster.local."])).await;
+    eventually(dns, &reverse, RecordType::PTR, (ok, &["web.default.svc.cluster.local."])).await;
 
     // A headless Service with a hand-made EndpointSlice: ready endpoints
     // only, hostnames, SRV per endpoint; then the second endpoint turns ready.
@@ -203,26 +226,85 @@ async fn names_follow_services_and_endpoints() {
         assert!(out.status.success(), "apply: {}", String::from_utf8_lossy(&out.stderr));
     };
     apply("false");
-    eventually(&mut dns, "db.default.svc.cluster.local.", RecordType::A, (ok, &["10.42.0.7"])).await;
-    eventually(&mut dns, "db-0.db.default.svc.cluster.local.", RecordType::A, (ok, &["10.42.0.7"])).await;
+    eventually(dns, "db.default.svc.cluster.local.", RecordType::A, (ok, &["10.42.0.7"])).await;
+    eventually(dns, "db-0.db.default.svc.cluster.local.", RecordType::A, (ok, &["10.42.0.7"])).await;
     let nx = ResponseCode::NXDomain;
-    eventually(&mut dns, "db-1.db.default.svc.cluster.local.", RecordType::A, (nx, &[])).await;
+    eventually(dns, "db-1.db.default.svc.cluster.local.", RecordType::A, (nx, &[])).await;
     apply("true");
-    eventually(&mut dns, "db.default.svc.cluster.local.", RecordType::A, (ok, &["10.42.0.7", "10.42.0.8"])).await;
+    eventually(dns, "db.default.svc.cluster.local.", RecordType::A, (ok, &["10.42.0.7", "10.42.0.8"])).await;
     let targets = ["0 50 5432 db-0.db.default.svc.cluster.local.", "0 50 5432 db-1.db.default.svc.cluster.local."];
-    eventually(&mut dns, "_pg._tcp.db.default.svc.cluster.local.", RecordType::SRV, (ok, &targets)).await;
+    eventually(dns, "_pg._tcp.db.default.svc.cluster.local.", RecordType::SRV, (ok, &targets)).await;
 
     // ExternalName: a CNAME (no upstream here, so the CNAME alone).
     cluster.ok(&["create", "service", "externalname", "ext", "--external-name", "example.com"]);
-    eventually(&mut dns, "ext.default.svc.cluster.local.", RecordType::A, (ok, &["example.com."])).await;
+    eventually(dns, "ext.default.svc.cluster.local.", RecordType::A, (ok, &["example.com."])).await;
 
     // Deleted objects: NXDOMAIN.
     cluster.ok(&["delete", "service", "web"]);
-    eventually(&mut dns, "web.default.svc.cluster.local.", RecordType::A, (nx, &[])).await;
+    eventually(dns, "web.default.svc.cluster.local.", RecordType::A, (nx, &[])).await;
     cluster.ok(&["delete", "endpointslice", "db-1"]);
-    eventually(&mut dns, "db.default.svc.cluster.local.", RecordType::A, (nx, &[])).await;
-    eventually(&mut dns, "nothing.default.svc.cluster.local.", RecordType::A, (nx, &[])).await;
+    eventually(dns, "db.default.svc.cluster.local.", RecordType::A, (nx, &[])).await;
+    eventually(dns, "nothing.default.svc.cluster.local.", RecordType::A, (nx, &[])).await;
+    server.stop().await;
+}
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), running.wait()).await.expect("DNS stopped").expect("DNS ran");
+const STATEFUL_SET: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: sts}
+spec:
+  clusterIP: None
+  selector: {app: sts}
+  ports: [{name: web, port: 80}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  serviceName: sts
+  replicas: 2
+  selector: {matchLabels: {app: sts}}
+  template:
+    metadata: {labels: {app: sts}}
+    spec:
+      containers: [{name: web, image: busybox:latest}]
+"#;
+
+/// StatefulSet pods (scheduled on fake nodes, made Ready by the test playing
+/// the kubelet) get `<pod>.<serviceName>.<ns>.svc` names from their hostname
+/// and subdomain, and pod names `a-b-c-d.<ns>.pod`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stateful_set_pods_get_stable_names() {
+    let cluster = Cluster::start();
+    let _nodes = common::kubelet::Heartbeats::start(&cluster, common::kubelet::NODES);
+    let mut server = Dns::start(&cluster).await;
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], STATEFUL_SET);
+    assert!(out.status.success(), "apply: {}", String::from_utf8_lossy(&out.stderr));
+    let mut next_ip = 100;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let names = ["web-0.sts.default.svc.cluster.local.", "web-1.sts.default.svc.cluster.local."];
+    let mut answers = Vec::new();
+    loop {
+        common::kubelet::kubelet_pass(&cluster, "app=sts", &mut next_ip);
+        answers.clear();
+        for name in names {
+            answers.push(data(&ask(&mut server.client, name, RecordType::A).await));
+        }
+        if answers.iter().all(|a| a.len() == 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "StatefulSet names not answered: {answers:?}\n{}", cluster.log_tail());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pod_ip = |pod: &str| cluster.ok(&["get", "pod", pod, "-o", "jsonpath={.status.podIP}"]);
+    assert_eq!(answers, [vec![pod_ip("web-0")], vec![pod_ip("web-1")]]);
+    let ok = ResponseCode::NoError;
+    let mut both = vec![pod_ip("web-0"), pod_ip("web-1")];
+    both.sort();
+    let both: Vec<&str> = both.iter().map(String::as_str).collect();
+    eventually(&mut server.client, "sts.default.svc.cluster.local.", RecordType::A, (ok, &both)).await;
+    let dashed = format!("{}.default.pod.cluster.local.", pod_ip("web-0").replace('.', "-"));
+    let web0 = pod_ip("web-0");
+    eventually(&mut server.client, &dashed, RecordType::A, (ok, &[web0.as_str()])).await;
+    server.stop().await;
 }
