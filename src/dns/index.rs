@@ -97,6 +97,9 @@ pub struct Index {
     slices: HashMap<Key, Slice>,
     slices_by_service: HashMap<Key, BTreeSet<String>>,
     pods: HashMap<Key, PodHost>,
+    /// Reverse maps for PTR: cluster IP → Services, endpoint address → slices.
+    services_by_ip: HashMap<IpAddr, BTreeSet<Key>>,
+    slices_by_ip: HashMap<IpAddr, BTreeSet<Key>>,
     services_per_namespace: HashMap<String, usize>,
     synced: HashSet<Kind>,
     /// Counts changes; the zone's SOA serial.
@@ -206,14 +209,22 @@ impl Index {
         let key = key_of(obj);
         match kind {
             Kind::Services => {
-                if self.services.insert(key.clone(), service_from(obj)).is_none() {
-                    *self.services_per_namespace.entry(key.0).or_default() += 1;
+                let service = service_from(obj);
+                for ip in cluster_ips(&service) {
+                    self.services_by_ip.entry(*ip).or_default().insert(key.clone());
+                }
+                match self.services.insert(key.clone(), service) {
+                    Some(old) => self.unlink_ips(&key, cluster_ips(&old), Kind::Services),
+                    None => *self.services_per_namespace.entry(key.0).or_default() += 1,
                 }
             }
             Kind::EndpointSlices => {
                 let slice = slice_from(obj);
                 self.unlink_slice(&key);
                 self.slices_by_service.entry((key.0.clone(), slice.service.clone())).or_default().insert(key.1.clone());
+                for ip in slice.endpoints.iter().flat_map(|e| &e.addresses) {
+                    self.slices_by_ip.entry(*ip).or_default().insert(key.clone());
+                }
                 self.slices.insert(key, slice);
             }
             Kind::Pods => match pod_host_from(obj) {
@@ -233,9 +244,9 @@ impl Index {
         let key = key_of(obj);
         match kind {
             Kind::Services => {
-                if self.services.remove(&key).is_some()
-                    && let Some(count) = self.services_per_namespace.get_mut(&key.0)
-                {
+                let Some(old) = self.services.remove(&key) else { return };
+                self.unlink_ips(&key, cluster_ips(&old), Kind::Services);
+                if let Some(count) = self.services_per_namespace.get_mut(&key.0) {
                     *count -= 1;
                     if *count == 0 {
                         self.services_per_namespace.remove(&key.0);
@@ -252,13 +263,36 @@ impl Index {
         }
     }
 
+    /// Drops the index entries of the slice stored under `key` (not the slice).
     fn unlink_slice(&mut self, key: &Key) {
-        if let Some(old) = self.slices.get(key) {
-            let service_key = (key.0.clone(), old.service.clone());
-            if let Some(names) = self.slices_by_service.get_mut(&service_key) {
-                names.remove(&key.1);
-                if names.is_empty() {
-                    self.slices_by_service.remove(&service_key);
+        let Some(old) = self.slices.get(key) else { return };
+        let service_key = (key.0.clone(), old.service.clone());
+        if let Some(names) = self.slices_by_service.get_mut(&service_key) {
+            names.remove(&key.1);
+            if names.is_empty() {
+                self.slices_by_service.remove(&service_key);
+            }
+        }
+        let ips: Vec<IpAddr> = old.endpoints.iter().flat_map(|e| e.addresses.iter().copied()).collect();
+        self.unlink_ips(key, &ips, Kind::EndpointSlices);
+    }
+
+    /// Removes `key` from the reverse map of `kind` for each of `ips`, unless
+    /// the object stored under `key` now still has that address.
+    fn unlink_ips(&mut self, key: &Key, ips: &[IpAddr], kind: Kind) {
+        for ip in ips {
+            let still = match kind {
+                Kind::Services => self.services.get(key).is_some_and(|s| cluster_ips(s).contains(ip)),
+                _ => false,
+            };
+            let map = if kind == Kind::Services { &mut self.services_by_ip } else { &mut self.slices_by_ip };
+            if still {
+                continue;
+            }
+            if let Some(keys) = map.get_mut(ip) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    map.remove(ip);
                 }
             }
         }
@@ -270,10 +304,12 @@ impl Index {
             Kind::Services => {
                 self.services.clear();
                 self.services_per_namespace.clear();
+                self.services_by_ip.clear();
             }
             Kind::EndpointSlices => {
                 self.slices.clear();
                 self.slices_by_service.clear();
+                self.slices_by_ip.clear();
             }
             Kind::Pods => self.pods.clear(),
         }
@@ -328,26 +364,27 @@ impl Index {
     /// The names whose PTR record an address gets: `svc.ns` for cluster IPs,
     /// `hostname.svc.ns` for endpoints (relative to `<domain>.svc`).
     pub fn names_for_ip(&self, ip: IpAddr) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .services
-            .iter()
-            .filter(|(_, svc)| matches!(&svc.kind, ServiceKind::ClusterIp(ips) if ips.contains(&ip)))
-            .map(|((ns, name), _)| format!("{name}.{ns}"))
-            .collect();
+        let services = self.services_by_ip.get(&ip).into_iter().flatten();
+        let mut names: Vec<String> = services.map(|(ns, name)| format!("{name}.{ns}")).collect();
         let mut endpoint_names = BTreeSet::new();
-        for ((ns, _), slice) in &self.slices {
-            if !slice.endpoints.iter().any(|e| e.addresses.contains(&ip)) {
-                continue;
-            }
-            for served in self.served(ns, &slice.service) {
-                if served.endpoint.addresses.contains(&ip) {
-                    endpoint_names.insert(format!("{}.{}.{ns}", served.hostname, slice.service));
-                }
+        for (ns, slice_name) in self.slices_by_ip.get(&ip).into_iter().flatten() {
+            let Some(slice) = self.slices.get(&(ns.clone(), slice_name.clone())) else { continue };
+            let Some(service) = self.service(ns, &slice.service) else { continue };
+            let served = slice.endpoints.iter().filter(|e| e.ready || service.publish_not_ready);
+            for endpoint in served.filter(|e| e.addresses.contains(&ip)) {
+                let hostname = self.hostname_of(ns, &slice.service, endpoint);
+                endpoint_names.insert(format!("{hostname}.{}.{ns}", slice.service));
             }
         }
-        names.sort();
         names.extend(endpoint_names);
         names
+    }
+}
+
+fn cluster_ips(service: &Service) -> &[IpAddr] {
+    match &service.kind {
+        ServiceKind::ClusterIp(ips) => ips,
+        _ => &[],
     }
 }
 
@@ -478,5 +515,22 @@ mod tests {
         assert_eq!(index.names_for_ip("10.43.0.20".parse().unwrap()), vec!["web.default"]);
         assert_eq!(index.names_for_ip("10.42.0.7".parse().unwrap()), vec!["10-42-0-7.db.default"]);
         assert!(index.names_for_ip("10.42.0.8".parse().unwrap()).is_empty(), "not ready");
+    }
+
+    #[test]
+    fn reverse_maps_follow_changes() {
+        let mut index = headless_index(false);
+        let web = |ip: &str| json!({"metadata": {"namespace": "default", "name": "web"}, "spec": {"clusterIP": ip}});
+        index.upsert(Kind::Services, &web("10.43.0.20"));
+        index.upsert(Kind::Services, &web("10.43.0.21"));
+        assert!(index.names_for_ip("10.43.0.20".parse().unwrap()).is_empty(), "old cluster IP");
+        assert_eq!(index.names_for_ip("10.43.0.21".parse().unwrap()), vec!["web.default"]);
+        index.remove(Kind::Services, &web("10.43.0.21"));
+        assert!(index.services_by_ip.is_empty());
+        index.upsert(Kind::EndpointSlices, &slice("db-abc", "db", json!([{"addresses": ["10.42.0.70"]}])));
+        assert!(index.names_for_ip("10.42.0.7".parse().unwrap()).is_empty(), "old endpoint");
+        assert_eq!(index.names_for_ip("10.42.0.70".parse().unwrap()), vec!["10-42-0-70.db.default"]);
+        index.remove(Kind::EndpointSlices, &slice("db-abc", "db", json!([])));
+        assert!(index.slices_by_ip.is_empty());
     }
 }

@@ -17,6 +17,8 @@ pub mod upstream;
 pub mod watch;
 
 #[cfg(test)]
+mod bench_tests;
+#[cfg(test)]
 mod fixture;
 #[cfg(test)]
 mod serve_tests;
