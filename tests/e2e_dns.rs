@@ -299,7 +299,7 @@ async fn stateful_set_pods_get_stable_names() {
     let pod_ip = |pod: &str| cluster.ok(&["get", "pod", pod, "-o", "jsonpath={.status.podIP}"]);
     assert_eq!(answers, [vec![pod_ip("web-0")], vec![pod_ip("web-1")]]);
     let ok = ResponseCode::NoError;
-    let mut both = vec![pod_ip("web-0"), pod_ip("web-1")];
+    let mut both = [pod_ip("web-0"), pod_ip("web-1")];
     both.sort();
     let both: Vec<&str> = both.iter().map(String::as_str).collect();
     eventually(&mut server.client, "sts.default.svc.cluster.local.", RecordType::A, (ok, &both)).await;
