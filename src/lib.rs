@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod cni;
 pub mod controllers;
+pub mod dns;
 pub mod netfilter;
 pub mod server;
 pub mod store;

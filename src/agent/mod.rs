@@ -174,6 +174,10 @@ pub async fn run_local(client: Client, config: AgentConfig, shutdown: Cancellati
         None => None,
     };
     sandbox::release_unknown_addresses(&ctx).await;
+    if config.pod_network {
+        let (client, node, domain) = (ctx.client.clone(), config.node_name.clone(), config.cluster_domain.clone());
+        tokio::spawn(crate::dns::run_on_node(client, node, domain, shutdown.clone()));
+    }
     tracing::info!(node = %config.node_name, dir = %config.data_dir.display(), "agent running pods");
     if config.service_proxy {
         tokio::spawn(crate::netfilter::run(

@@ -61,6 +61,9 @@ pub struct ServerArgs {
     /// Override default flannel interface.
     #[arg(long)]
     pub flannel_iface: Option<String>,
+    /// Do not run the built-in service proxy (nftables table `inet kube-proxy`).
+    #[arg(long)]
+    pub disable_kube_proxy: bool,
 }
 
 /// The pod network backend (`--flannel-backend`).
@@ -70,8 +73,6 @@ pub enum FlannelBackend {
     None,
     /// Bridge + host-local IPAM on each node, a VXLAN overlay between nodes.
     Vxlan,
-    /// Do not run the built-in service proxy (nftables table `inet kube-proxy`).
-    pub disable_kube_proxy: bool,
 }
 
 /// An IPv4 network in CIDR notation.

@@ -219,7 +219,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(self.dir.path())
             .args(&self.extra_args)
-            .env("RUST_LOG", "info,openraft=warn,libcgroups=error")
+            .env("RUST_LOG", "info,openraft=warn,libcgroups=error,hickory_server=warn")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
