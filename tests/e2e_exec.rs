@@ -10,7 +10,7 @@ use common::Cluster;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const IMAGE: &str = "busybox:latest";
@@ -191,7 +191,9 @@ fn attach_follows_the_output(cluster: &Agent) {
         &[container_manifest("main", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done", "")],
     ));
     cluster.wait_running("ticker");
-    let mut child = Command::new(common::client("kubectl"))
+    // Through the harness: an agent cluster's server lives in its node namespace.
+    let mut child = cluster
+        .client_command("kubectl")
         .args(["attach", "ticker", "-c", "main"])
         .env("KUBECONFIG", &cluster.kubeconfig)
         .env("HOME", cluster.dir.path())
@@ -240,7 +242,9 @@ fn exec_with_a_terminal(cluster: &Cluster) {
     let pty = nix::pty::openpty(Some(&nix::pty::Winsize { ws_row: 33, ws_col: 111, ws_xpixel: 0, ws_ypixel: 0 }), None)
         .expect("openpty");
     let slave = |pty: &OwnedFd| Stdio::from(pty.try_clone().expect("dup pty"));
-    let mut child = Command::new(common::client("kubectl"))
+    // Through the harness: an agent cluster's server lives in its node namespace.
+    let mut child = cluster
+        .client_command("kubectl")
         .args(["exec", "-it", "shell", "-c", "main", "--", "sh", "-c", "tty; stty size; exit 5"])
         .env("KUBECONFIG", &cluster.kubeconfig)
         .env("HOME", cluster.dir.path())

@@ -240,7 +240,7 @@ impl Cluster {
     }
 
     /// A command for a client binary: inside the node namespace for agent clusters.
-    fn client_command(&self, name: &str) -> Command {
+    pub fn client_command(&self, name: &str) -> Command {
         match &self.net {
             Some(net) => net.node.exec(client(name)),
             None => Command::new(client(name)),
