@@ -84,11 +84,7 @@ impl AgentConfig {
     /// The local agent of `kube server`: node named after the host, data under
     /// `<data-dir>/agent`, DNS settings from the server's flags.
     pub fn for_server(server: &crate::server::ServerConfig) -> AgentConfig {
-        let host = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.to_str().map(str::to_string))
-            .unwrap_or_else(|| "localhost".into());
-        let mut config = AgentConfig::new(&host, server.data_dir.join("agent"), server.advertise_address);
+        let mut config = AgentConfig::new(&server.node_name, server.data_dir.join("agent"), server.advertise_address);
         config.cluster_dns = IpAddr::V4(server.cluster_dns);
         config.cluster_domain = server.cluster_domain.clone();
         config.control_plane = true;

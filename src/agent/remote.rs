@@ -66,7 +66,7 @@ fn stored_credentials(files: &CredentialFiles, settings: &AgentSettings) -> Opti
 }
 
 /// Sleeps for the next back-off step (1 s doubling to 30 s); false on shutdown.
-async fn back_off(delay: &mut Duration, shutdown: &CancellationToken) -> bool {
+pub(crate) async fn back_off(delay: &mut Duration, shutdown: &CancellationToken) -> bool {
     let wait = *delay;
     *delay = (*delay * 2).min(Duration::from_secs(30));
     tokio::select! {
@@ -76,12 +76,12 @@ async fn back_off(delay: &mut Duration, shutdown: &CancellationToken) -> bool {
 }
 
 /// Whether the request got no answer at all (worth retrying).
-fn is_unreachable(err: &ApiError) -> bool {
+pub(crate) fn is_unreachable(err: &ApiError) -> bool {
     matches!(err.code, 503 | 504) && err.message.starts_with("cannot reach ")
 }
 
 /// Fetches `/cacerts` without verification, retrying while the server is unreachable.
-async fn fetch_ca(server: &str, shutdown: &CancellationToken) -> anyhow::Result<Option<String>> {
+pub(crate) async fn fetch_ca(server: &str, shutdown: &CancellationToken) -> anyhow::Result<Option<String>> {
     let config = RemoteConfig {
         server: server.to_string(),
         trust: ServerTrust::Unverified,

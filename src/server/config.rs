@@ -64,6 +64,21 @@ pub struct ServerArgs {
     /// Do not run the built-in service proxy (nftables table `inet kube-proxy`).
     #[arg(long)]
     pub disable_kube_proxy: bool,
+    /// Name of this server's node (default: the host name, lowercased).
+    #[arg(long, env = "KUBE_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Found a highly available cluster: the store listens for other servers
+    /// (on --raft-port) so that `kube server --join` can add them.
+    #[arg(long, conflicts_with = "join")]
+    pub cluster_init: bool,
+    /// Join the cluster of the server at this URL (https://HOST:6443) as another
+    /// server; needs the full K10… --token from that server's <data-dir>/server/token.
+    #[arg(long, alias = "server", env = "KUBE_URL", value_name = "URL")]
+    pub join: Option<String>,
+    /// Port the servers' store replicas talk Raft on (mutual TLS), with
+    /// --cluster-init or --join.
+    #[arg(long, default_value_t = 2380)]
+    pub raft_port: u16,
 }
 
 /// The pod network backend (`--flannel-backend`).
@@ -138,6 +153,21 @@ pub struct ServerConfig {
     pub pod_network: bool,
     pub flannel_iface: Option<String>,
     pub run_service_proxy: bool,
+    /// The local node's name, also this server's name among the servers.
+    pub node_name: String,
+    /// How the store replicates (alone, founding a group, or joining one).
+    pub cluster: ClusterMode,
+}
+
+/// How this server's store takes part in a replicated group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterMode {
+    /// One server, no peer listener: the default until `--cluster-init`.
+    Single,
+    /// Peers may join; `raft` is where this server's store listens.
+    Init { raft: SocketAddr },
+    /// Join the cluster at `url` (once; later starts reuse the stored membership).
+    Join { url: String, raft: SocketAddr },
 }
 
 impl ServerConfig {
@@ -160,6 +190,31 @@ impl ServerConfig {
             bail!("--history-window-seconds must be at least 1");
         }
         let advertise_address = args.advertise_address.unwrap_or_else(default_advertise_address);
+        let raft = SocketAddr::new(args.bind_address, args.raft_port);
+        let cluster = match &args.join {
+            Some(url) => {
+                if !url.starts_with("https://") {
+                    bail!("--join {url}: expected https://HOST:PORT");
+                }
+                if args.token.as_deref().is_none_or(|t| !t.starts_with("K10")) {
+                    bail!(
+                        "--join needs --token with the full K10… token from the first server's <data-dir>/server/token"
+                    );
+                }
+                ClusterMode::Join { url: url.trim_end_matches('/').to_string(), raft }
+            }
+            None if args.cluster_init || args.data_dir.join("server").join("raft-peer").exists() => {
+                ClusterMode::Init { raft }
+            }
+            None => ClusterMode::Single,
+        };
+        let node_name = match &args.node_name {
+            Some(name) => name.clone(),
+            None => nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.to_str().map(str::to_lowercase))
+                .context("cannot read the host name; pass --node-name")?,
+        };
         Ok(ServerConfig {
             data_dir: args.data_dir.clone(),
             listen: SocketAddr::new(args.bind_address, args.https_listen_port),
@@ -178,6 +233,8 @@ impl ServerConfig {
             pod_network: args.flannel_backend == FlannelBackend::Vxlan,
             flannel_iface: args.flannel_iface.clone(),
             run_service_proxy: !args.disable_kube_proxy,
+            node_name,
+            cluster,
         })
     }
 

@@ -122,7 +122,7 @@ async fn cacerts(service: Option<Extension<Arc<JoinService>>>) -> Response {
 }
 
 /// The secret of an `Authorization: Basic <user:secret>` header.
-fn basic_secret(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn basic_secret(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, encoded) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -133,7 +133,7 @@ fn basic_secret(headers: &HeaderMap) -> Option<String> {
     Some(text.split_once(':')?.1.to_string())
 }
 
-fn same_secret(given: &str, expected: &str) -> bool {
+pub(crate) fn same_secret(given: &str, expected: &str) -> bool {
     given.as_bytes().ct_eq(expected.as_bytes()).into()
 }
 

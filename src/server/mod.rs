@@ -10,6 +10,7 @@ pub mod config;
 pub mod conversion;
 pub mod discovery;
 pub mod error;
+pub mod ha;
 pub mod health;
 pub mod impersonation;
 pub mod join;
@@ -85,6 +86,27 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let config = ServerConfig::from_args(&args)?;
     let tls_dir = config.data_dir.join("tls");
     std::fs::create_dir_all(&tls_dir).with_context(|| format!("cannot create {}", tls_dir.display()))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown_signal().await;
+            shutdown.cancel();
+            shutdown_signal().await;
+            tracing::warn!("second signal: exiting at once");
+            std::process::exit(130);
+        }
+    });
+    let join_token = match &config.cluster {
+        config::ClusterMode::Join { url, .. } => {
+            let token = token::JoinToken::parse(config.token.as_deref().unwrap_or_default())?;
+            if !ha::joiner::fetch_shared_keys(url, &token, &tls_dir, &shutdown).await? {
+                return Ok(());
+            }
+            Some((url.clone(), token))
+        }
+        _ => None,
+    };
     let ca = Authority::load_or_create(&tls_dir)?;
     let names = serving_names(&config);
     let serving = ca.load_or_issue(&tls_dir, "serving", "kube-apiserver", Usage::Server { names: &names }, |pem| {
@@ -107,7 +129,23 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tracing::info!(dir = %config.data_dir.display(), "opening the store");
     let mut store_config = crate::store::StoreConfig::new(config.data_dir.join("db"));
     store_config.history_window = config.history_window;
+    let peering = ha::peering(&config, &tls_dir)?;
+    let peer_address = peering.as_ref().map(|p| p.peer.advertise_addr.clone());
+    if let Some(p) = peering {
+        tracing::info!(id = p.node_id, listen = %p.peer.listen_addr, "the store replicates with other servers");
+        store_config.node_id = p.node_id;
+        store_config.peer = Some(p.peer);
+    }
     let store = crate::store::Store::open(store_config).await.context("cannot open the store")?;
+    if let (Some((url, token)), Some(peer_address)) = (&join_token, peer_address)
+        && !store.voters().contains(&store.id())
+    {
+        let request = ha::handoff::MemberRequest { id: store.id(), peer_address, name: config.node_name.clone() };
+        if !ha::joiner::request_membership(url, &ca.cert_pem, token, &request, &shutdown).await? {
+            return Ok(());
+        }
+    }
+    store.ready().await.context("the store did not catch up with its group")?;
     let state = state::ApiState::new(registry::Registry::new(store), catalog::Catalog::builtin(), config.clone());
     bootstrap::run(&state).await.map_err(|err| anyhow::anyhow!("bootstrap failed: {}", err.message))?;
     state.bootstrapped.store(true, std::sync::atomic::Ordering::Release);
@@ -123,9 +161,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .layer(axum::Extension(crate::agent::AgentConfig::for_server(&config).logs()))
         .layer(axum::Extension(crate::agent::AgentConfig::for_server(&config).streams()));
     let join_client = client::Client::new(router.clone(), authn::UserInfo::system_masters("system:kube-join"));
+    let handoff = ha::handoff::Handoff { token_secret: token.secret.clone(), tls_dir: tls_dir.clone() };
     let join = join::JoinService::new(&tls_dir, token, join_client)?;
-    let router = router.layer(axum::Extension(std::sync::Arc::new(join)));
-    let shutdown = CancellationToken::new();
+    let router =
+        router.layer(axum::Extension(std::sync::Arc::new(join))).layer(axum::Extension(std::sync::Arc::new(handoff)));
     let controllers = crate::controllers::start(
         crate::controllers::Context {
             client: client::Client::new(
@@ -142,9 +181,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let tcp = listener::bind(config.listen).await?;
     tracing::info!(addr = %config.listen, "API server listening");
     let serving_task = tokio::spawn(listener::serve(tcp, tls, router, shutdown.clone(), Duration::from_secs(5)));
-    shutdown_signal().await;
+    shutdown.cancelled().await;
     tracing::info!("shutting down");
-    shutdown.cancel();
     let _ = serving_task.await;
     controllers.join_all().await;
     if let Some(agent) = agent {

@@ -52,6 +52,9 @@ pub enum Usage<'a> {
     Server { names: &'a [String] },
     /// TLS client certificate for a user in groups (CN = user, O = groups).
     Client { user: &'a str, groups: &'a [&'a str] },
+    /// Both ends of a mutual-TLS link between servers (the store's peers),
+    /// for these names and addresses.
+    Peer { names: &'a [String] },
 }
 
 const CA_YEARS: i16 = 10;
@@ -60,7 +63,12 @@ const LEAF_YEARS: i16 = 1;
 impl Authority {
     /// Loads the CA from `dir`, creating it on first start.
     pub fn load_or_create(dir: &Path) -> Result<Authority, PkiError> {
-        let (cert_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
+        Authority::load_or_create_named(dir, "ca")
+    }
+
+    /// Loads the CA `<dir>/<stem>.crt/.key`, creating it on first start.
+    pub fn load_or_create_named(dir: &Path, stem: &str) -> Result<Authority, PkiError> {
+        let (cert_path, key_path) = (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")));
         if cert_path.exists() && key_path.exists() {
             let cert_pem = read(&cert_path)?;
             let key =
@@ -69,7 +77,8 @@ impl Authority {
         }
         let key = KeyPair::generate().map_err(cert_error("generate the CA key"))?;
         let mut params = CertificateParams::default();
-        params.distinguished_name = name(&format!("kube-ca@{}", jiff::Timestamp::now().as_second()), &[]);
+        let common_name = format!("kube-{}@{}", stem.replace('-', ""), jiff::Timestamp::now().as_second());
+        params.distinguished_name = name(&common_name, &[]);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages =
             vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
@@ -87,24 +96,32 @@ impl Authority {
         set_validity(&mut params, LEAF_YEARS);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.use_authority_key_identifier_extension = true;
-        match usage {
+        let names = match usage {
             Usage::Server { names } => {
                 params.distinguished_name = name(common_name, &[]);
                 params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-                for entry in names {
-                    let san = match entry.parse::<IpAddr>() {
-                        Ok(ip) => SanType::IpAddress(ip),
-                        Err(_) => SanType::DnsName(
-                            entry.clone().try_into().map_err(cert_error(format!("use {entry:?} as a DNS name")))?,
-                        ),
-                    };
-                    params.subject_alt_names.push(san);
-                }
+                names
+            }
+            Usage::Peer { names } => {
+                params.distinguished_name = name(common_name, &[]);
+                params.extended_key_usages =
+                    vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+                names
             }
             Usage::Client { user, groups } => {
                 params.distinguished_name = name(user, groups);
                 params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+                &[]
             }
+        };
+        for entry in names {
+            let san = match entry.parse::<IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(
+                    entry.clone().try_into().map_err(cert_error(format!("use {entry:?} as a DNS name")))?,
+                ),
+            };
+            params.subject_alt_names.push(san);
         }
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key).map_err(cert_error("read the CA"))?;
         let cert =

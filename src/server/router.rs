@@ -46,6 +46,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
         .route("/version", get(health::version))
+        .route("/metrics", get(super::metrics::serve))
         .route("/api", get(discovery::core))
         .route("/api/{version}", get(discovery::core_version))
         .route("/apis", get(discovery::groups))
@@ -58,5 +59,7 @@ pub fn router(state: ApiState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), require_user))
         // After the layer: the join endpoints authenticate on their own.
         .merge(super::join::routes())
+        .merge(super::ha::handoff::routes())
+        .layer(middleware::from_fn(super::metrics::count_requests))
         .with_state(state)
 }

@@ -13,6 +13,7 @@ mod compaction;
 mod data;
 mod error;
 mod log_store;
+mod membership;
 mod mvcc;
 mod network;
 mod proposer;
@@ -48,6 +49,7 @@ use tokio_util::sync::CancellationToken;
 use command::{Command, CommandResponse, LogTxn, Raft};
 use data::SmData;
 use log_store::{Health, LogStore};
+pub use membership::MembershipChange;
 use proposer::Propose;
 use state_machine::StateMachineStore;
 
@@ -252,7 +254,7 @@ impl Store {
         let initialized = raft.is_initialized().await.map_err(|e| StoreError::from_fatal(&e))?;
         if !initialized && !joining {
             tracing::info!("initializing a new one-member group");
-            let members = BTreeMap::from([(id, BasicNode::new(advertise))]);
+            let members = BTreeMap::from([(id, BasicNode::new(advertise.clone()))]);
             raft.initialize(members).await.map_err(|e| StoreError::Raft(e.to_string()))?;
         }
         let (proposals, proposals_rx) = tokio::sync::mpsc::channel(4096);
@@ -274,8 +276,18 @@ impl Store {
                 flusher: Mutex::new(Some(flusher)),
             }),
         };
-        if !joining {
+        if config.peer.is_none() {
             store.wait_for_leader(Duration::from_secs(10)).await?;
+        } else if !joining || initialized {
+            // A member of a group: its peers may still be starting, so wait for
+            // a quorum as long as it takes, saying so.
+            while let Err(err) = store.wait_for_leader(Duration::from_secs(10)).await {
+                if matches!(err, StoreError::ShuttingDown) {
+                    return Err(err);
+                }
+                tracing::warn!(error = %err, "waiting for a quorum of store members");
+            }
+            store.advertise_self(&advertise).await?;
         }
         store.spawn_tasks(proposals_rx);
         tracing::info!(revision = store.inner.data.revision(), "store open");

@@ -2,6 +2,8 @@
 //! connection per peer, requests in order, reconnecting after any error.
 //! Without TLS configured there is no peer network (a one-member store).
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::BasicNode;
@@ -25,11 +27,14 @@ type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftE
 #[derive(Clone, Default)]
 pub struct Network {
     pub tls: Option<TlsConnector>,
+    /// The peers the last call to failed, shared by every client so that a
+    /// lost peer is logged once, not on every retry.
+    lost: Arc<Mutex<BTreeSet<NodeId>>>,
 }
 
 impl Network {
     pub fn client(&self, target: NodeId, addr: &str) -> PeerClient {
-        PeerClient { target, addr: addr.to_string(), tls: self.tls.clone(), conn: None }
+        PeerClient { target, addr: addr.to_string(), tls: self.tls.clone(), conn: None, lost: self.lost.clone() }
     }
 }
 
@@ -38,6 +43,7 @@ pub struct PeerClient {
     addr: String,
     tls: Option<TlsConnector>,
     conn: Option<TlsStream<TcpStream>>,
+    lost: Arc<Mutex<BTreeSet<NodeId>>>,
 }
 
 /// A peer call that did not get an answer.
@@ -95,6 +101,17 @@ impl PeerClient {
         if res.is_err() {
             self.conn = None;
         }
+        let mut lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
+        match &res {
+            Err(err) if lost.insert(target) => {
+                tracing::warn!(peer = target, addr = %self.addr, error = %err, "lost contact with a store peer");
+            }
+            Ok(_) if lost.remove(&target) => {
+                tracing::info!(peer = target, addr = %self.addr, "a store peer answers again");
+            }
+            _ => {}
+        }
+        drop(lost);
         res
     }
 }

@@ -30,6 +30,8 @@ pub enum RpcRequest {
     Write(Command),
     /// The leader's read index: the follower waits to apply up to it.
     ReadIndex,
+    /// A membership change asked of a follower, run by the leader.
+    Membership(super::membership::MembershipChange),
 }
 
 /// Why the leader could not run a forwarded request.
@@ -52,6 +54,7 @@ pub enum RpcResponse {
     InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
     Write(Result<CommandResponse, RemoteError>),
     ReadIndex(Result<u64, RemoteError>),
+    Membership(Result<(), RemoteError>),
 }
 
 pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, msg: &T) -> std::io::Result<()> {
@@ -98,6 +101,7 @@ async fn handle(raft: &Raft, req: RpcRequest) -> RpcResponse {
             }
             Err(e) => Err(RemoteError::Other(e.to_string())),
         }),
+        RpcRequest::Membership(change) => super::membership::answer(raft, change).await,
     }
 }
 

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod ha;
 pub mod kubelet;
 pub mod netns;
 
