@@ -71,6 +71,13 @@ fn three_servers_replicate_and_survive_the_leader_being_killed() {
     for server in &servers.servers {
         eventually("three voters", Duration::from_secs(30), &servers, || server.metric("kube_store_voters") == Some(3));
     }
+    let ips = |server: &Server| {
+        server.ok(&["get", "endpoints", "kubernetes", "-o", "jsonpath={.subsets[*].addresses[*].ip}"])
+    };
+    let all: BTreeSet<String> = servers.servers.iter().map(|s| s.ip().to_string()).collect();
+    eventually("every server in the kubernetes endpoints", Duration::from_secs(30), &servers, || {
+        ips(&servers.servers[0]).split_whitespace().map(str::to_string).collect::<BTreeSet<_>>() == all
+    });
     // A write on one server is read on every other (reads are linearizable).
     servers.servers[0].ok(&["create", "configmap", "w-first", "--from-literal=a=b"]);
     for server in &servers.servers[1..] {
@@ -128,6 +135,12 @@ fn three_servers_replicate_and_survive_the_leader_being_killed() {
     }
     let new_leader = servers.leader(Duration::from_secs(20));
     assert_ne!(new_leader, leader);
+
+    let dead = servers.servers[leader].ip().to_string();
+    eventually("the killed server out of the kubernetes endpoints", Duration::from_secs(40), &servers, || {
+        let now = ips(&servers.servers[writer]);
+        now.split_whitespace().count() == 2 && !now.split_whitespace().any(|ip| ip == dead)
+    });
 
     // Controllers keep reconciling on the servers that are left.
     let survivor = &servers.servers[writer];

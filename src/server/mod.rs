@@ -177,6 +177,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         },
         shutdown.clone(),
     );
+    let endpoints = tokio::spawn(ha::endpoints::run(
+        client::Client::new(router.clone(), authn::UserInfo::system_masters("system:apiserver")),
+        ha::endpoints::ApiServer {
+            node: config.node_name.clone(),
+            address: config.advertise_address,
+            port: config.listen.port(),
+        },
+        shutdown.clone(),
+    ));
     let agent = config.run_agent.then(|| crate::agent::spawn_local(router.clone(), &config, shutdown.clone()));
     let tcp = listener::bind(config.listen).await?;
     tracing::info!(addr = %config.listen, "API server listening");
@@ -184,6 +193,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     shutdown.cancelled().await;
     tracing::info!("shutting down");
     let _ = serving_task.await;
+    let _ = endpoints.await;
     controllers.join_all().await;
     if let Some(agent) = agent {
         let _ = agent.await;

@@ -5,6 +5,7 @@
 //! ([`handoff`] answers both on the serving side). Peers talk over mutual
 //! TLS with certificates of their own CA (`peer-ca`), which only servers hold.
 
+pub mod endpoints;
 pub mod handoff;
 pub mod joiner;
 
