@@ -198,3 +198,54 @@ fn pods_services_and_dns_work_across_nodes() {
     want.sort_unstable();
     assert_eq!(nodes, want, "replicas per node:\n{placed}");
 }
+
+#[test]
+fn logs_and_exec_reach_pods_on_the_joined_node() {
+    if !common::can_run("logs_and_exec_reach_pods_on_the_joined_node", common::agent_unmet()) {
+        return;
+    }
+    let cluster = cluster();
+    let script = "echo one; echo two; echo three; exec sleep 3600";
+    cluster.apply(&cluster.pod_on("talker", JOINED, "app: talker", script, "Always"));
+    wait_running(&cluster, "talker");
+    assert_eq!(jsonpath(&cluster, &["get", "pod", "talker"], "{.spec.nodeName}"), JOINED);
+
+    // kubectl logs goes API server → n2's agent (:10250) and back.
+    cluster.wait_logs("talker", &[], "one\ntwo\nthree\n");
+    assert_eq!(cluster.ok(&["logs", "talker", "--tail=1"]), "three\n");
+    assert_eq!(cluster.ok(&["logs", "talker", "-c", "main", "--tail=2"]), "two\nthree\n");
+    let stamped = cluster.ok(&["logs", "talker", "--timestamps", "--tail=1"]);
+    assert!(stamped.ends_with(" three\n") && stamped.starts_with("20"), "{stamped:?}");
+    let wrong = cluster.fails(&["logs", "talker", "-c", "nope"]);
+    assert!(wrong.contains("container nope is not valid for pod talker"), "{wrong}");
+
+    // kubectl exec on the joined node: output, exit codes and stdin.
+    assert_eq!(cluster.ok(&["exec", "talker", "--", "cat", "/etc/hostname"]), "talker\n");
+    let failed = cluster.kubectl(&["exec", "talker", "--", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!(failed.status.code(), Some(3), "{failed:?}");
+    assert_eq!(String::from_utf8_lossy(&failed.stdout), "out\n");
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("err"), "{failed:?}");
+    let echoed = cluster.kubectl_stdin(&["exec", "-i", "talker", "--", "cat"], "through n2\n");
+    assert!(echoed.status.success(), "{echoed:?}");
+    assert_eq!(String::from_utf8_lossy(&echoed.stdout), "through n2\n");
+
+    // Only the API server may use the agent's API: a caller without its
+    // client certificate (here: none, or the admin's) is refused.
+    let n2_ip = cluster.node(JOINED).ip.clone();
+    let url = format!("https://{n2_ip}:10250/containerLogs/default/talker/main");
+    let net = cluster.net.as_ref().expect("node net");
+    let anonymous = net.node.exec("curl").args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", &url]).output();
+    let anonymous = anonymous.expect("run curl");
+    assert_eq!(String::from_utf8_lossy(&anonymous.stdout), "401", "{anonymous:?}");
+    let tls = cluster.dir.path().join("tls");
+    let admin = net
+        .node
+        .exec("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", &url, "--cert"])
+        .arg(tls.join("client-admin.crt"))
+        .arg("--key")
+        .arg(tls.join("client-admin.key"))
+        .output()
+        .expect("run curl");
+    assert_eq!(String::from_utf8_lossy(&admin.stdout), "403", "{admin:?}");
+}
