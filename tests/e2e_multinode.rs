@@ -249,3 +249,92 @@ fn logs_and_exec_reach_pods_on_the_joined_node() {
         .expect("run curl");
     assert_eq!(String::from_utf8_lossy(&admin.stdout), "403", "{admin:?}");
 }
+
+const MOVABLE: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: movable}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: movable}}
+  template:
+    metadata: {labels: {app: movable}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      nodeSelector: {kube.test/pool: any}
+      tolerations:
+      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 5}
+      - {key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: 5}
+      containers:
+      - name: main
+        image: REGISTRY/busybox:latest
+        command: [sh, -c, 'exec sleep 3600']
+        resources: {limits: {memory: 64Mi}}
+";
+
+#[test]
+fn a_restarted_agent_keeps_its_pods_and_a_lost_node_has_them_rescheduled() {
+    if !common::can_run("a_restarted_agent_keeps_its_pods_and_a_lost_node_has_them_rescheduled", common::agent_unmet())
+    {
+        return;
+    }
+    let mut cluster = cluster();
+    let n1 = cluster.node.clone();
+    let httpd = "echo started; mkdir -p /www && echo still-here > /www/index.html && exec httpd -f -p 8080 -h /www";
+    cluster.apply(&cluster.pod_on("keeper", JOINED, "app: keeper", httpd, "Always"));
+    wait_running(&cluster, "keeper");
+    let state = "{.status.podIP} {.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].state.running.startedAt}";
+    let before = jsonpath(&cluster, &["get", "pod", "keeper"], state);
+
+    // SIGTERM the agent and start it again: the container is adopted, not restarted.
+    let node = cluster.node_mut(JOINED);
+    node.stop();
+    node.start();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while cluster.node(JOINED).log().matches("agent running pods").count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "restarted agent not running:\n{}", cluster.joined_logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_running(&cluster, "keeper");
+    assert_eq!(jsonpath(&cluster, &["get", "pod", "keeper"], state), before, "the container was restarted");
+    assert_eq!(cluster.ok(&["exec", "keeper", "--", "cat", "/etc/hostname"]), "keeper\n");
+    let pod_ip = before.split_whitespace().next().unwrap_or_default().to_string();
+    let fetch = retried(&format!("timeout 3 wget -qO- http://{pod_ip}:8080/"), 40);
+    cluster.apply(&cluster.pod_on("visitor", &n1, "app: visitor", &fetch, "Never"));
+    wait_succeeded(&cluster, "visitor", || cluster.ok(&["logs", "visitor"]));
+    assert_eq!(cluster.ok(&["logs", "visitor"]), "still-here\n");
+
+    // The agent of n2 goes away for good: its Deployment pod moves to n1.
+    for node in [n1.as_str(), JOINED] {
+        cluster.ok(&["label", "node", node, "kube.test/pool=any"]);
+    }
+    cluster.ok(&["cordon", &n1]);
+    cluster.apply(&MOVABLE.replace("REGISTRY", &common::agent::registry()));
+    let running_on = "jsonpath={range .items[?(@.status.phase==\"Running\")]}{.spec.nodeName}{\"\\n\"}{end}";
+    cluster.wait_for(
+        "movable Running on n2",
+        &["get", "pods", "-l", "app=movable", "-o", running_on],
+        Duration::from_secs(60),
+        |out| out == format!("{JOINED}\n"),
+    );
+    cluster.ok(&["uncordon", &n1]);
+    cluster.node_mut(JOINED).stop();
+    cluster.wait_for(
+        "n2 Unknown and tainted unreachable",
+        &[
+            "get",
+            "node",
+            JOINED,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.spec.taints[*].key}",
+        ],
+        Duration::from_secs(90),
+        |out| out.starts_with("Unknown") && out.contains("node.kubernetes.io/unreachable"),
+    );
+    let placed = cluster.wait_for(
+        "movable rescheduled to n1",
+        &["get", "pods", "-l", "app=movable", "-o", running_on],
+        Duration::from_secs(60),
+        |out| out.lines().any(|l| l == n1),
+    );
+    assert!(placed.lines().any(|l| l == n1), "{placed}");
+}
