@@ -151,3 +151,39 @@ pub async fn run(client: Client, config: AgentConfig, ca_pem: String, shutdown: 
     let served = Served { client, config, streams };
     listener::serve(tcp, tls, router(served), shutdown, Duration::from_secs(2)).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::authn::UserInfo;
+    use tower::ServiceExt;
+
+    fn served() -> Router {
+        let config =
+            AgentConfig::new("n2", std::env::temp_dir().join("kube-kubelet-server-test"), [127, 0, 0, 1].into());
+        let client = Client::new(Router::new(), super::super::node_user("n2"));
+        router(Served { client, streams: LocalStreams::shared(config.data_dir.clone()), config })
+    }
+
+    async fn status(identity: Option<PeerIdentity>, uri: &str) -> u16 {
+        let mut request = http::Request::get(uri).body(axum::body::Body::empty()).expect("request");
+        if let Some(identity) = identity {
+            request.extensions_mut().insert(identity);
+        }
+        served().oneshot(request).await.expect("response").status().as_u16()
+    }
+
+    #[tokio::test]
+    async fn only_the_api_server_may_call_the_agent() {
+        let logs = "/containerLogs/default/web/main";
+        assert_eq!(status(None, logs).await, 401);
+        assert_eq!(status(Some(PeerIdentity(None)), logs).await, 401);
+        let admin = PeerIdentity(Some(UserInfo::new("system:admin", ["system:masters".to_string()])));
+        assert_eq!(status(Some(admin.clone()), logs).await, 403);
+        assert_eq!(status(Some(admin), "/exec/default/web/main?command=ls&stdout=1").await, 403);
+        // The API server passes authorization (the pod lookup then fails: no API here).
+        let apiserver = PeerIdentity(Some(UserInfo::new(KUBELET_CLIENT_USER, Vec::new())));
+        let code = status(Some(apiserver), logs).await;
+        assert!(code != 401 && code != 403, "the API server was refused: {code}");
+    }
+}

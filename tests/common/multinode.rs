@@ -249,6 +249,21 @@ impl Drop for MultiNode {
     fn drop(&mut self) {
         if self.cluster.is_running() {
             let _ = self.kubectl(&["delete", "deployments", "--all", "--wait=false"]);
+            // Pods of a node whose agent is stopped would never finish terminating.
+            let stopped: Vec<String> =
+                self.joined.iter_mut().filter_map(|n| (!n.is_running()).then(|| n.name.clone())).collect();
+            for node in stopped {
+                let selector = format!("spec.nodeName={node}");
+                let _ = self.kubectl(&[
+                    "delete",
+                    "pods",
+                    "--all",
+                    "--field-selector",
+                    &selector,
+                    "--force",
+                    "--grace-period=0",
+                ]);
+            }
             let _ = self.kubectl(&["delete", "pods", "--all", "--grace-period=1", "--timeout=30s"]);
         }
         self.joined.clear();
