@@ -373,24 +373,7 @@ pub fn respond(
     use serde_json::Value;
     let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
     let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
-    let names: Vec<&str> = ["/spec/initContainers", "/spec/containers"]
-        .iter()
-        .flat_map(|p| pod.pointer(p).and_then(Value::as_array).into_iter().flatten())
-        .filter_map(|c| c.get("name").and_then(Value::as_str))
-        .collect();
-    let apps = pod.pointer("/spec/containers").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
-    let container = match params.get("container").filter(|c| !c.is_empty()) {
-        Some(c) if names.contains(&c.as_str()) => c.clone(),
-        Some(c) => return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
-        None if apps == 1 => {
-            pod.pointer("/spec/containers/0/name").and_then(Value::as_str).unwrap_or_default().to_string()
-        }
-        None => {
-            return Err(ApiError::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: {names:?}"
-            )));
-        }
-    };
+    let container = container_for(pod, params)?;
     let flag = |key: &str| params.get(key).is_some_and(|v| v == "true" || v == "1");
     let options = LogOptions {
         follow: flag("follow"),
@@ -405,6 +388,32 @@ pub fn respond(
         .header(http::header::CONTENT_TYPE, "text/plain")
         .body(axum::body::Body::from_stream(stream))
         .map_err(|err| ApiError::internal("build a log response", &err))
+}
+
+/// The container a `pods/log` request means: `container`, or the pod's only one.
+pub fn container_for(
+    pod: &serde_json::Value,
+    params: &std::collections::HashMap<String, String>,
+) -> std::result::Result<String, crate::server::error::ApiError> {
+    use crate::server::error::ApiError;
+    use serde_json::Value;
+    let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let names: Vec<&str> = ["/spec/initContainers", "/spec/containers"]
+        .iter()
+        .flat_map(|p| pod.pointer(p).and_then(Value::as_array).into_iter().flatten())
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .collect();
+    let apps = pod.pointer("/spec/containers").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
+    match params.get("container").filter(|c| !c.is_empty()) {
+        Some(c) if names.contains(&c.as_str()) => Ok(c.clone()),
+        Some(c) => Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
+        None if apps == 1 => {
+            Ok(pod.pointer("/spec/containers/0/name").and_then(Value::as_str).unwrap_or_default().to_string())
+        }
+        None => Err(ApiError::bad_request(format!(
+            "a container name must be specified for pod {name}, choose one of: {names:?}"
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod error;
 pub mod exec;
 pub mod host;
 pub mod image;
+pub mod kubelet_server;
 pub mod logs;
 pub mod node;
 pub mod pod;

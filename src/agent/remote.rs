@@ -202,12 +202,16 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     let client = Client::remote(&RemoteConfig {
         server: settings.server.clone(),
-        trust: ServerTrust::Pinned(creds.ca_pem),
+        trust: ServerTrust::Pinned(creds.ca_pem.clone()),
         identity: Some((creds.cert_pem, creds.key_pem)),
         authorization: None,
     })?;
     tracing::info!(server = %settings.server, node = %settings.config.node_name, "agent starting");
+    let kubelet_api =
+        super::kubelet_server::run(client.clone(), settings.config.clone(), creds.ca_pem, shutdown.clone());
+    let kubelet_api = tokio::spawn(kubelet_api);
     super::run_local(client, settings.config, shutdown).await?;
+    let _ = kubelet_api.await;
     Ok(())
 }
 

@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod ha;
 pub mod kubelet;
+pub mod multinode;
 pub mod netns;
 
 use netns::{Lan, Netns};
@@ -109,33 +110,44 @@ impl NodeNet {
     pub fn start(dir: &Path) -> NodeNet {
         let lan = Lan::new("e2e");
         let node = lan.add_node();
-        let config = dir.join("registry.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  maintenance:\n    uploadpurging:\n      enabled: false\n    readonly:\n      enabled: true\nhttp:\n  addr: {NODE_REGISTRY}\n  secret: kube-test-node-registry\n",
-                registry_storage().display()
-            ),
-        )
-        .expect("write registry config");
-        let log = std::fs::File::create(dir.join("registry.log")).expect("registry log");
-        let registry = node
-            .enter("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start docker-registry in the node namespace");
-        let net = NodeNet { registry: Some(registry), node, lan };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !net.node.connects(NODE_REGISTRY) {
-            let log = std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default();
-            assert!(Instant::now() < deadline, "the node's registry did not answer on {NODE_REGISTRY}:\n{log}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        net
+        let registry = start_registry(&node, dir);
+        NodeNet { registry: Some(registry), node, lan }
     }
+}
+
+/// Starts a docker-registry inside `node` on [`NODE_REGISTRY`] serving
+/// [`registry_storage`] read-only (config and log in `dir`), and waits until
+/// it answers. The caller stops it by PID.
+pub fn start_registry(node: &Netns, dir: &Path) -> Child {
+    let config = dir.join("registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  maintenance:\n    uploadpurging:\n      enabled: false\n    readonly:\n      enabled: true\nhttp:\n  addr: {NODE_REGISTRY}\n  secret: kube-test-node-registry\n",
+            registry_storage().display()
+        ),
+    )
+    .expect("write registry config");
+    let log = std::fs::File::create(dir.join("registry.log")).expect("registry log");
+    let mut registry = node
+        .enter("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start docker-registry in the node namespace");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !node.connects(NODE_REGISTRY) {
+        let log = std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default();
+        if Instant::now() >= deadline {
+            let _ = registry.kill();
+            let _ = registry.wait();
+            panic!("the node's registry did not answer on {NODE_REGISTRY}:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    registry
 }
 
 impl Drop for NodeNet {

@@ -22,7 +22,7 @@ const FIRST_RESIZE_WAIT: Duration = Duration::from_secs(1);
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
 /// The query of an exec request, with `command` repeated.
-pub(super) fn exec_request(query: &str, pod: &Value, attach: bool) -> Result<ExecRequest, ApiError> {
+pub(crate) fn exec_request(query: &str, pod: &Value, attach: bool) -> Result<ExecRequest, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
     let flag = |name: &str| pairs.iter().any(|(k, v)| k == name && matches!(v.as_str(), "true" | "1"));
     let command: Vec<String> = pairs.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect();
@@ -78,7 +78,7 @@ fn resolve_container(pod: &Value, pod_name: &str, container: Option<String>) -> 
     }
 }
 
-pub(super) fn streams_error(err: ExecError) -> ApiError {
+pub(crate) fn streams_error(err: ExecError) -> ApiError {
     match err {
         ExecError::NotRunning { .. } => ApiError::bad_request(err.to_string()),
         other => ApiError::internal("exec", &other),
@@ -89,6 +89,17 @@ pub(super) fn streams_error(err: ExecError) -> ApiError {
 pub async fn exec(call: Call, mut parts: Parts) -> Result<Response, ApiError> {
     let pod = call.state.registry.get(&call.resource, call.namespace(), call.name()).await?;
     let request = exec_request(parts.uri.query().unwrap_or_default(), &pod, false)?;
+    if let Some(agent) = super::node_proxy::remote_agent(&call.state, &pod).await? {
+        let namespace = call.namespace().unwrap_or("default");
+        let path = format!(
+            "/exec/{namespace}/{}/{}?{}",
+            call.name(),
+            request.container,
+            parts.uri.query().unwrap_or_default()
+        );
+        tracing::info!(pod = %call.name(), container = %request.container, %agent, "exec on another node");
+        return super::node_proxy::upgrade(&call.state, agent, &path, &mut parts).await;
+    }
     let streams = parts
         .extensions
         .get::<Arc<dyn ContainerStreams>>()
@@ -104,7 +115,7 @@ pub async fn exec(call: Call, mut parts: Parts) -> Result<Response, ApiError> {
 }
 
 /// The WebSocket upgrade, or why there is none.
-pub(super) async fn upgrade(parts: &mut Parts) -> Result<WebSocketUpgrade, ApiError> {
+pub(crate) async fn upgrade(parts: &mut Parts) -> Result<WebSocketUpgrade, ApiError> {
     let spdy = parts
         .headers
         .get(http::header::UPGRADE)
@@ -136,7 +147,7 @@ pub(super) async fn upgrade(parts: &mut Parts) -> Result<WebSocketUpgrade, ApiEr
 
 /// Moves bytes until the process exited and its output drained, then sends
 /// the exit status on the error channel and closes the socket normally.
-async fn pump(
+pub(crate) async fn pump(
     socket: WebSocket,
     protocol: &str,
     mut request: ExecRequest,

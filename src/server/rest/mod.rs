@@ -8,8 +8,9 @@ mod codec;
 mod converted;
 mod delete;
 mod eviction;
-mod exec;
+pub(crate) mod exec;
 mod field_validation;
+pub(crate) mod node_proxy;
 mod objects;
 mod patch;
 mod read;
@@ -173,7 +174,13 @@ async fn serve(
         ("get", None | Some("status")) => read::get(call).await,
         ("get", Some("log")) => {
             let pod = call.state.registry.get(&call.resource, call.namespace(), call.name()).await?;
-            // Only pods of this server's own agent have their logs here.
+            if let Some(agent) = node_proxy::remote_agent(&call.state, &pod).await? {
+                let container = crate::agent::logs::container_for(&pod, &call.params)?;
+                let query = serde_urlencoded::to_string(&call.params).unwrap_or_default();
+                let namespace = call.namespace().unwrap_or("default");
+                return node_proxy::logs(&call.state, agent, namespace, call.name(), &container, &query).await;
+            }
+            // Pods of this server's own agent have their logs here.
             let logs = logs.ok_or_else(|| ApiError::bad_request("this server runs no agent"))?;
             crate::agent::logs::respond(&logs, &pod, &call.params)
         }
