@@ -49,7 +49,12 @@ pub fn render_base(config: &ProxyConfig) -> Fragment {
     chain("nat-output", vec![vec![expr::jump(SERVICES)]]);
     chain("nat-postrouting", postrouting_rules(config));
     for filter in ["filter-input", "filter-forward", "filter-output"] {
-        chain(filter, vec![vec![expr::ct_state_new(), expr::jump(ENDPOINTS_CHECK)]]);
+        let mut rules = vec![vec![expr::ct_state_new(), expr::jump(ENDPOINTS_CHECK)]];
+        if filter == "filter-forward" {
+            // NetworkPolicy for pod traffic (bridged traffic too, via br_netfilter).
+            rules.push(vec![expr::ct_state_new(), expr::jump(super::policy_render::POLICY_CHAIN)]);
+        }
+        chain(filter, rules);
     }
     chain(SERVICES, services_rules(config));
     chain(ENDPOINTS_CHECK, endpoints_check_rules(config));

@@ -7,7 +7,10 @@
 //! [`render`] turns that into chains, sets and map elements (a [`Fragment`]
 //! per Service, plus the fixed [`base`] chains); [`plan`] diffs fragments
 //! into one transaction (full or incremental); [`nft`] runs it; [`sync`] is
-//! the loop the agent spawns.
+//! the loop the agent spawns. NetworkPolicy follows the same path:
+//! [`policy_state`] caches Pods, Namespaces and NetworkPolicies,
+//! [`policy_model`] decides per local pod, [`policy_render`] renders one
+//! more fragment.
 
 pub mod base;
 pub mod error;
@@ -16,6 +19,9 @@ pub mod fixtures;
 pub mod model;
 pub mod nft;
 pub mod plan;
+pub mod policy_model;
+pub mod policy_render;
+pub mod policy_state;
 pub mod render;
 pub mod state;
 pub mod sync;
@@ -24,6 +30,8 @@ pub mod sync;
 mod golden_tests;
 #[cfg(test)]
 mod plan_tests;
+#[cfg(test)]
+mod policy_tests;
 
 pub use error::NetfilterError;
 pub use render::Fragment;

@@ -7,6 +7,7 @@ use super::ProxyConfig;
 use super::base::render_base;
 use super::model::{ServiceKey, service_ports};
 use super::plan::{Desired, Transaction};
+use super::policy_state::PolicyState;
 use super::render::render_service;
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
@@ -37,6 +38,14 @@ pub struct ProxyState {
     dirty: BTreeSet<ServiceKey>,
     desired: Desired,
     needs_full: bool,
+    /// NetworkPolicy inputs; their chains are one more fragment of `desired`.
+    policies: PolicyState,
+}
+
+/// The fragment key the NetworkPolicy chains are stored under: no Service
+/// can have it (a Service's namespace is never empty).
+fn policy_fragment_key() -> ServiceKey {
+    ServiceKey::new("", "network-policies")
 }
 
 impl ProxyState {
@@ -50,6 +59,7 @@ impl ProxyState {
             dirty: BTreeSet::new(),
             desired,
             needs_full: true,
+            policies: PolicyState::default(),
         }
     }
 
@@ -59,7 +69,12 @@ impl ProxyState {
 
     /// Whether a sync has something to do.
     pub fn pending(&self) -> bool {
-        self.needs_full || !self.dirty.is_empty()
+        self.needs_full || !self.dirty.is_empty() || self.policies.is_dirty()
+    }
+
+    /// Pods, Namespaces and NetworkPolicies go here.
+    pub fn policies_mut(&mut self) -> &mut PolicyState {
+        &mut self.policies
     }
 
     pub fn upsert_service(&mut self, service: Value) {
@@ -156,6 +171,10 @@ impl ProxyState {
                 render_service(&service_ports(service, &slices, &self.config.node_name), &self.config)
             });
             self.desired.replace_service(key, fragment, &mut tx);
+        }
+        if self.policies.is_dirty() {
+            let fragment = self.policies.render(&self.config.node_name);
+            self.desired.replace_service(&policy_fragment_key(), Some(fragment), &mut tx);
         }
         if std::mem::take(&mut self.needs_full) {
             return Some(self.desired.full_transaction());

@@ -20,6 +20,10 @@ pub enum Resource {
     Services,
     EndpointSlices,
     Node,
+    /// For NetworkPolicy: peers, selected pods and namespaces.
+    Pods,
+    Namespaces,
+    NetworkPolicies,
 }
 
 /// What a watch reports.
@@ -54,6 +58,21 @@ pub fn apply_event(state: &mut ProxyState, event: Event) -> Option<Resource> {
         Event::Deleted(Resource::EndpointSlices, slice) => state.delete_slice(&slice),
         Event::Upserted(Resource::Node, node) => state.set_node(&node),
         Event::Deleted(Resource::Node, _) => {}
+        Event::Listed(resource, items) => {
+            let policies = state.policies_mut();
+            match resource {
+                Resource::Pods => policies.replace_pods(&items),
+                Resource::Namespaces => policies.replace_namespaces(&items),
+                _ => policies.replace_policies(&items),
+            }
+            return Some(resource);
+        }
+        Event::Upserted(Resource::Pods, pod) => state.policies_mut().upsert_pod(&pod),
+        Event::Deleted(Resource::Pods, pod) => state.policies_mut().delete_pod(&pod),
+        Event::Upserted(Resource::Namespaces, ns) => state.policies_mut().upsert_namespace(&ns),
+        Event::Deleted(Resource::Namespaces, ns) => state.policies_mut().delete_namespace(&ns),
+        Event::Upserted(Resource::NetworkPolicies, policy) => state.policies_mut().upsert_policy(&policy),
+        Event::Deleted(Resource::NetworkPolicies, policy) => state.policies_mut().delete_policy(&policy),
     }
     None
 }
@@ -71,6 +90,9 @@ pub async fn run_with(client: Client, config: ProxyConfig, nft: Arc<dyn Nft>, sh
         (Resource::Services, "/api/v1/services".to_string()),
         (Resource::EndpointSlices, "/apis/discovery.k8s.io/v1/endpointslices".to_string()),
         (Resource::Node, format!("/api/v1/nodes?{node_selector}")),
+        (Resource::Pods, "/api/v1/pods".to_string()),
+        (Resource::Namespaces, "/api/v1/namespaces".to_string()),
+        (Resource::NetworkPolicies, "/apis/networking.k8s.io/v1/networkpolicies".to_string()),
     ];
     for (resource, uri) in watches {
         tokio::spawn(watch_loop(client.clone(), resource, uri, events.clone(), shutdown.clone()));
@@ -78,10 +100,12 @@ pub async fn run_with(client: Client, config: ProxyConfig, nft: Arc<dyn Nft>, sh
     drop(events);
     let mut state = ProxyState::new(config);
     let (mut services_listed, mut slices_listed) = (false, false);
+    // Pods, Namespaces and NetworkPolicies listed (no sync before: pods would be open).
+    let mut policy_inputs_listed = [false; 3];
     let mut next_full = tokio::time::Instant::now() + state.config().full_resync;
     let mut retry_delay = Duration::from_millis(500);
     let mut retry_at: Option<tokio::time::Instant> = None;
-    tracing::info!(node = %state.config().node_name, "service proxy waiting for Services and EndpointSlices");
+    tracing::info!(node = %state.config().node_name, "service proxy waiting for Services, EndpointSlices, Pods, Namespaces and NetworkPolicies");
     loop {
         let retry = async {
             match retry_at {
@@ -95,6 +119,9 @@ pub async fn run_with(client: Client, config: ProxyConfig, nft: Arc<dyn Nft>, sh
                 Some(event) => match apply_event(&mut state, event) {
                     Some(Resource::Services) => services_listed = true,
                     Some(Resource::EndpointSlices) => slices_listed = true,
+                    Some(Resource::Pods) => policy_inputs_listed[0] = true,
+                    Some(Resource::Namespaces) => policy_inputs_listed[1] = true,
+                    Some(Resource::NetworkPolicies) => policy_inputs_listed[2] = true,
                     _ => {}
                 },
                 None => return,
@@ -105,7 +132,8 @@ pub async fn run_with(client: Client, config: ProxyConfig, nft: Arc<dyn Nft>, sh
             }
             _ = retry => retry_at = None,
         }
-        let ready = services_listed && slices_listed && state.pending() && retry_at.is_none();
+        let listed = services_listed && slices_listed && policy_inputs_listed.iter().all(|l| *l);
+        let ready = listed && state.pending() && retry_at.is_none();
         if !ready {
             continue;
         }
