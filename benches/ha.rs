@@ -5,7 +5,6 @@
 //! the LAN's namespace with the admin certificate. `cargo bench --bench ha`.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use common::ha::{Server, Servers};

@@ -12,11 +12,7 @@ use std::time::{Duration, Instant};
 /// A pod labelled `app=<app>` running `command`; `probe` adds an HTTP
 /// readiness probe on port 8080 (the node probes it through the policy).
 fn labelled_pod(cluster: &AgentCluster, name: &str, app: &str, command: &str, probe: bool) -> String {
-    let probe = if probe {
-        "    readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 1}\n"
-    } else {
-        ""
-    };
+    let probe = if probe { "    readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 1}\n" } else { "" };
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: {app}}}}}\nspec:\n  nodeName: {node}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: {registry}/{IMAGE}\n    command: [sh, -c, {command:?}]\n    ports: [{{name: http, containerPort: 8080}}]\n{probe}",
         node = cluster.node,
@@ -29,9 +25,12 @@ fn httpd(name: &str) -> String {
 }
 
 fn wait_running(cluster: &AgentCluster, name: &str) -> String {
-    cluster.wait_for(&format!("{name} Running"), &["get", "pod", name, "--no-headers"], Duration::from_secs(60), |out| {
-        out.split_whitespace().nth(2) == Some("Running")
-    });
+    cluster.wait_for(
+        &format!("{name} Running"),
+        &["get", "pod", name, "--no-headers"],
+        Duration::from_secs(60),
+        |out| out.split_whitespace().nth(2) == Some("Running"),
+    );
     cluster.ok(&["get", "pod", name, "-o", "jsonpath={.status.podIP}"])
 }
 
@@ -62,7 +61,8 @@ fn expect_reach(cluster: &AgentCluster, from: &str, ip: &str, server: &str, want
     }
 }
 
-const DENY_INGRESS: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-ingress}\nspec:\n  podSelector: {}\n";
+const DENY_INGRESS: &str =
+    "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-ingress}\nspec:\n  podSelector: {}\n";
 
 const ALLOW_CLIENT: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow-client}\nspec:\n  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {app: client}}}]\n    ports: [{port: http}]\n";
 
