@@ -18,6 +18,8 @@ enum Command {
     Agent(kube::agent::args::AgentArgs),
     /// Manage bootstrap tokens agents can join with.
     Token(kube::server::token_cmd::TokenArgs),
+    /// Check the cluster's certificates or rotate them (server stopped).
+    Certificate(kube::server::certificate_cmd::CertificateArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
             Command::Server(args) => kube::server::run(args).await,
             Command::Agent(args) => kube::agent::remote::run(args).await,
             Command::Token(args) => kube::server::token_cmd::run(args).await,
+            Command::Certificate(args) => kube::server::certificate_cmd::run(args).await,
         }
     });
     match result {

@@ -2,11 +2,13 @@
 //! processes in namespaces of a test LAN, joined by token into one store
 //! group, driven by the real kubectl. A leader is killed with SIGKILL while a
 //! client writes; a server is cut off the LAN and comes back; joins with a
-//! wrong token or CA pin are refused.
+//! wrong token or CA pin are refused; two agents joined to one server carry
+//! on through the others when it dies.
 
 mod common;
 
 use common::ha::{Server, Servers};
+use common::multinode::JoinedNode;
 use common::{can_run, root_unmet};
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
@@ -220,4 +222,195 @@ fn a_partitioned_server_catches_up_and_wrong_tokens_are_refused() {
     let wrong_pin = format!("K10{}::server:whatever", "0".repeat(64));
     let log = refused_join(&servers, &url, &wrong_pin);
     assert!(log.contains("does not match the token"), "{log}");
+}
+
+const SPREAD: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: spread}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: spread}}
+  template:
+    metadata: {labels: {app: spread}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+          - topologyKey: kubernetes.io/hostname
+            labelSelector: {matchLabels: {app: spread}}
+      containers:
+      - name: main
+        image: REGISTRY/busybox:latest
+        command: [sh, -c, 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www']
+        resources: {limits: {memory: 64Mi}}
+";
+
+/// `name=node podIP` of every Running pod labelled `app=spread`.
+fn spread_pods(server: &Server) -> Vec<(String, String, String)> {
+    let out = server.kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        "app=spread",
+        "--field-selector",
+        "status.phase=Running",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.status.podIP}{\"\\n\"}{end}",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace().map(str::to_string);
+            Some((words.next()?, words.next()?, words.next()?))
+        })
+        .collect()
+}
+
+#[test]
+fn agents_fail_over_between_servers_and_keep_their_nodes() {
+    if !can_run("agents_fail_over_between_servers_and_keep_their_nodes", common::agent_unmet()) {
+        return;
+    }
+    let mut servers = Servers::start(3);
+    let (url, token) = (servers.servers[0].url(), servers.servers[0].token());
+    let agents: Vec<JoinedNode> =
+        ["n1", "n2"].iter().map(|name| JoinedNode::join_lan(&servers.lan, name, url.clone(), token.clone())).collect();
+    let logs = |servers: &Servers| {
+        let agents: String = agents.iter().map(|a| format!("--- agent {}:\n{}\n", a.name, a.log_tail())).collect();
+        format!("{agents}{}", servers.tails())
+    };
+    let watcher = 1;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let ready = "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status} {end}";
+    loop {
+        let out = servers.servers[watcher].ok(&["get", "nodes", "-o", ready]);
+        if out.contains("n1=True") && out.contains("n2=True") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "agents not Ready: {out}\n{}", logs(&servers));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Every agent learns all three servers from the kubernetes Endpoints.
+    let all: BTreeSet<String> = servers.servers.iter().map(Server::url).collect();
+    eventually("agents know every server", Duration::from_secs(30), &servers, || {
+        agents.iter().all(|a| a.known_servers().into_iter().collect::<BTreeSet<_>>() == all)
+    });
+
+    // A Deployment spreads over both agents; its pods reach each other across nodes.
+    servers.servers[watcher].apply(&SPREAD.replace("REGISTRY", &common::agent::registry()));
+    eventually("one spread replica Running on each agent", Duration::from_secs(90), &servers, || {
+        let nodes: BTreeSet<String> = spread_pods(&servers.servers[watcher]).into_iter().map(|p| p.1).collect();
+        nodes.len() == 2
+    });
+    let pods = spread_pods(&servers.servers[watcher]);
+    let fetch = |server: &Server, from: &str, ip: &str| {
+        let url = format!("http://{ip}:8080/");
+        // Debian's static busybox `wget -T` crashes: `timeout` bounds it.
+        let out = server.kubectl(&["exec", from, "--", "timeout", "3", "wget", "-qO-", &url]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    eventually("pod to pod across agents", Duration::from_secs(30), &servers, || {
+        fetch(&servers.servers[watcher], &pods[0].0, &pods[1].2) == pods[1].0
+    });
+
+    // The server the agents joined dies: they carry on through the others.
+    let lease = |server: &Server, node: &str| {
+        let out = server.kubectl(&["get", "lease", "-n", "kube-node-lease", node, "-o", "jsonpath={.spec.renewTime}"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let renewed_before: Vec<String> = ["n1", "n2"].iter().map(|n| lease(&servers.servers[watcher], n)).collect();
+    servers.servers[0].kill();
+    eventually("both node leases renewed after the kill", Duration::from_secs(40), &servers, || {
+        ["n1", "n2"].iter().zip(&renewed_before).all(|(n, before)| {
+            let now = lease(&servers.servers[watcher], n);
+            !now.is_empty() && now != *before
+        })
+    });
+    for agent in &agents {
+        assert!(agent.log().contains("switched to another API server"), "{}", logs(&servers));
+    }
+    let late = common::ha::pod_yaml("late", "n2", &common::agent::registry());
+    servers.servers[watcher].apply(&late);
+    eventually("a pod created after the kill runs on n2", Duration::from_secs(60), &servers, || {
+        let out = servers.servers[watcher].kubectl(&["get", "pod", "late", "-o", "jsonpath={.status.phase}"]);
+        out.stdout == b"Running"
+    });
+    let hostname = servers.servers[2].ok(&["exec", "late", "--", "cat", "/etc/hostname"]);
+    assert_eq!(hostname.trim(), "late", "exec through a surviving server");
+    let nodes = servers.servers[2].ok(&["get", "nodes", "-o", ready]);
+    assert!(nodes.contains("n1=True") && nodes.contains("n2=True"), "{nodes}\n{}", logs(&servers));
+    servers.servers[watcher].ok(&["delete", "deployment", "spread", "--wait=false"]);
+    servers.servers[watcher].ok(&["delete", "pod", "late", "--grace-period=1"]);
+    drop(agents);
+    drop(servers);
+}
+
+/// A Node for `name` with the InternalIP its agent would report.
+fn server_node(name: &str, ip: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\nstatus:\n  addresses:\n  - {{type: InternalIP, address: {ip}}}\n"
+    )
+}
+
+#[test]
+fn deleted_and_removed_servers_leave_the_store_group() {
+    if !can_run("deleted_and_removed_servers_leave_the_store_group", root_unmet()) {
+        return;
+    }
+    let mut servers = Servers::start(4);
+    let voters = |servers: &Servers, i: usize| servers.servers[i].metric("kube_store_voters");
+    eventually("4 voters", Duration::from_secs(30), &servers, || voters(&servers, 0) == Some(4));
+
+    // Deleting a dead server's Node removes its store member.
+    let lost_ip = servers.servers[3].ip().to_string();
+    servers.servers[3].kill();
+    servers.leader(Duration::from_secs(15));
+    servers.servers[0].apply(&server_node("s4", &lost_ip));
+    let addresses = servers.servers[0].ok(&["get", "node", "s4", "-o", "jsonpath={.status.addresses[*].address}"]);
+    assert_eq!(addresses, lost_ip, "the Node keeps its addresses");
+    servers.servers[0].ok(&["delete", "node", "s4"]);
+    eventually("s4 removed from the group", Duration::from_secs(30), &servers, || {
+        (0..3).all(|i| voters(&servers, i) == Some(3))
+    });
+
+    // `kube server --remove` takes a stopped server out through another one.
+    let (url, token) = (servers.servers[0].url(), servers.servers[0].token());
+    let remove = |server: &Server| {
+        server
+            .ns
+            .enter(env!("CARGO_BIN_EXE_kube"))
+            .args(["server", "--remove", "--join", &url, "--token", &token, "--node-name", &server.name])
+            .arg("--data-dir")
+            .arg(server.dir.path())
+            .output()
+            .expect("run kube server --remove")
+    };
+    let refused = remove(&servers.servers[1]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("still running"), "{stderr}");
+    servers.servers[2].stop();
+    let removed = remove(&servers.servers[2]);
+    let stdout = String::from_utf8_lossy(&removed.stdout);
+    assert!(removed.status.success(), "{stdout}{}", String::from_utf8_lossy(&removed.stderr));
+    assert!(stdout.contains("removed s3 (store member"), "{stdout}");
+    assert!(!servers.servers[2].dir.path().join("db").exists(), "the old store was set aside");
+    eventually("two voters and members left", Duration::from_secs(30), &servers, || {
+        (0..2).all(|i| voters(&servers, i) == Some(2) && servers.servers[i].metric("kube_store_members") == Some(2))
+    });
+
+    // The two remaining servers still commit writes and are the endpoints.
+    servers.servers[1].ok(&["create", "configmap", "after-removal"]);
+    let both: BTreeSet<String> = servers.servers[..2].iter().map(|s| s.ip().to_string()).collect();
+    eventually("the kubernetes endpoints list the two members", Duration::from_secs(30), &servers, || {
+        let out = servers.servers[0].kubectl(&[
+            "get",
+            "endpoints",
+            "kubernetes",
+            "-o",
+            "jsonpath={.subsets[*].addresses[*].ip}",
+        ]);
+        String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect::<BTreeSet<_>>() == both
+    });
 }

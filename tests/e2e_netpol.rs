@@ -34,10 +34,11 @@ fn wait_running(cluster: &AgentCluster, name: &str) -> String {
     cluster.ok(&["get", "pod", name, "-o", "jsonpath={.status.podIP}"])
 }
 
-/// Whether `from` fetches the page of `server` at `ip` (2 s timeout).
+/// Whether `from` fetches the page of `server` at `ip` within 2 s.
 fn fetches(cluster: &AgentCluster, from: &str, ip: &str, server: &str) -> bool {
     let url = format!("http://{ip}:8080/");
-    let out = cluster.kubectl(&["exec", from, "--", "wget", "-T", "2", "-qO-", &url]);
+    // Debian's static busybox `wget -T` crashes (SIGSEGV): `timeout` bounds it instead.
+    let out = cluster.kubectl(&["exec", from, "--", "timeout", "2", "wget", "-qO-", &url]);
     out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == format!("hello-from-{server}")
 }
 

@@ -17,6 +17,7 @@ pub mod reaper;
 pub mod remote;
 pub mod runtime;
 pub mod sandbox;
+pub mod servers;
 pub mod spec;
 pub mod status;
 

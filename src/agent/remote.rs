@@ -3,7 +3,9 @@
 //! token's before any credential is sent), then trades the token's secret, a
 //! node password and a CSR for a node client certificate; from then on the
 //! agent only uses that certificate, which it keeps (with the CA and the node
-//! password) in `<data-dir>/agent/` and reuses across restarts.
+//! password) in `<data-dir>/agent/` and reuses across restarts (renewing
+//! it by the same exchange on a start within 90 days of its expiry). It fails
+//! over between the servers of an HA control plane (`super::servers`).
 
 use super::args::{AgentArgs, AgentSettings};
 use crate::server::client::{Client, RemoteConfig, ServerTrust};
@@ -191,6 +193,17 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     });
     let files = CredentialFiles::new(dir);
     let creds = match stored_credentials(&files, &settings) {
+        Some(creds) if crate::server::pki::expires_within(&creds.cert_pem, crate::server::pki::RENEW_BEFORE_DAYS) => {
+            tracing::info!(cert = %files.cert.display(), "the node certificate expires soon: renewing it");
+            match join(&settings, &files, &shutdown).await {
+                Ok(Some(renewed)) => renewed,
+                Ok(None) => return Ok(()),
+                Err(err) => {
+                    tracing::warn!(error = %format!("{err:#}"), "cannot renew the node certificate; using it until it expires");
+                    creds
+                }
+            }
+        }
         Some(creds) => {
             tracing::info!(cert = %files.cert.display(), "reusing the node certificate");
             creds
@@ -206,7 +219,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         identity: Some((creds.cert_pem, creds.key_pem)),
         authorization: None,
     })?;
+    let servers_file = super::servers::servers_file(dir);
+    client.set_servers(&super::servers::initial(&settings.server, &servers_file))?;
     tracing::info!(server = %settings.server, node = %settings.config.node_name, "agent starting");
+    let follow = super::servers::follow(client.clone(), settings.server.clone(), servers_file, shutdown.clone());
+    tokio::spawn(follow);
     let kubelet_api =
         super::kubelet_server::run(client.clone(), settings.config.clone(), creds.ca_pem, shutdown.clone());
     let kubelet_api = tokio::spawn(kubelet_api);

@@ -2,7 +2,10 @@
 //! transports: in-process (requests go through the same router as HTTPS
 //! clients — authn, RBAC, admission, validation — without a socket or TLS
 //! hop) and remote (HTTPS to a server URL with the CA pinned and a client
-//! certificate, pooled connections, streaming watch bodies, timeouts).
+//! certificate, pooled connections, streaming watch bodies, timeouts). A
+//! remote client may know several servers of one control plane: a request
+//! that cannot connect to the current one is sent to the next, which then
+//! stays current (the agents' failover between HA servers).
 
 use super::authn::UserInfo;
 use super::catalog::ResourceInfo;
@@ -19,7 +22,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tower::ServiceExt;
 
@@ -69,9 +73,59 @@ pub struct RemoteConfig {
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
 struct Remote {
-    server: String,
+    servers: ServerList,
     http: HyperClient<Https, Full<Bytes>>,
     authorization: Option<HeaderValue>,
+}
+
+/// The URLs of the servers a remote client may use, and which one is current.
+struct ServerList {
+    urls: RwLock<Arc<Vec<String>>>,
+    current: AtomicUsize,
+}
+
+impl ServerList {
+    fn new(url: String) -> ServerList {
+        ServerList { urls: RwLock::new(Arc::new(vec![url])), current: AtomicUsize::new(0) }
+    }
+
+    fn urls(&self) -> Arc<Vec<String>> {
+        match self.urls.read() {
+            Ok(urls) => urls.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The current server's URL (for messages).
+    fn current(&self) -> String {
+        let urls = self.urls();
+        urls.get(self.current.load(Ordering::Relaxed) % urls.len().max(1)).cloned().unwrap_or_default()
+    }
+
+    /// Replaces the list, keeping the current server current when it is still listed.
+    fn replace(&self, urls: Vec<String>) {
+        let current = self.current();
+        let index = urls.iter().position(|url| *url == current).unwrap_or(0);
+        match self.urls.write() {
+            Ok(mut slot) => *slot = Arc::new(urls),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(urls),
+        }
+        self.current.store(index, Ordering::Relaxed);
+    }
+}
+
+/// A server URL as the remote client needs it: `https://HOST:PORT`, no path.
+fn server_url(url: &str) -> Result<String, ClientError> {
+    let server = url.trim_end_matches('/').to_string();
+    let url_error = |reason: &str| ClientError::Url { url: url.to_string(), reason: reason.to_string() };
+    let uri: http::Uri = server.parse().map_err(|_| url_error("expected https://HOST:PORT"))?;
+    if uri.scheme_str() != Some("https") || uri.host().is_none() {
+        return Err(url_error("expected https://HOST:PORT"));
+    }
+    if !matches!(uri.path(), "" | "/") {
+        return Err(url_error("the URL must not have a path"));
+    }
+    Ok(server)
 }
 
 #[derive(Clone)]
@@ -219,15 +273,8 @@ fn tls_config(config: &RemoteConfig) -> Result<rustls::ClientConfig, ClientError
 
 impl Remote {
     fn new(config: &RemoteConfig) -> Result<Remote, ClientError> {
-        let server = config.server.trim_end_matches('/').to_string();
+        let servers = ServerList::new(server_url(&config.server)?);
         let url_error = |reason: &str| ClientError::Url { url: config.server.clone(), reason: reason.to_string() };
-        let uri: http::Uri = server.parse().map_err(|_| url_error("expected https://HOST:PORT"))?;
-        if uri.scheme_str() != Some("https") || uri.host().is_none() {
-            return Err(url_error("expected https://HOST:PORT"));
-        }
-        if !matches!(uri.path(), "" | "/") {
-            return Err(url_error("the URL must not have a path"));
-        }
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -250,25 +297,55 @@ impl Remote {
             Some(value) => Some(HeaderValue::from_str(value).map_err(|_| url_error("invalid Authorization header"))?),
             None => None,
         };
-        Ok(Remote { server, http, authorization })
+        Ok(Remote { servers, http, authorization })
     }
 
+    /// Sends `request` to the current server; when it cannot connect (the
+    /// request was not sent), to the next ones in turn.
     async fn send(&self, request: Request<Body>) -> Result<http::Response<Body>, ApiError> {
-        let (mut parts, body) = request.into_parts();
+        let (parts, body) = request.into_parts();
         let body = axum::body::to_bytes(body, usize::MAX)
             .await
             .map_err(|err| ApiError::internal("buffer a request body", &err))?;
-        let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        parts.uri = format!("{}{path}", self.server).parse().map_err(|err| ApiError::internal("build a URI", &err))?;
-        if let Some(value) = &self.authorization {
-            parts.headers.insert(header::AUTHORIZATION, value.clone());
-        }
-        let response =
-            tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(Request::from_parts(parts, Full::new(body))))
+        let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+        let urls = self.servers.urls();
+        let first = self.servers.current.load(Ordering::Relaxed);
+        let mut refused = None;
+        for step in 0..urls.len() {
+            let index = (first + step) % urls.len();
+            let server = &urls[index];
+            let mut request = Request::builder().method(parts.method.clone()).uri(format!("{server}{path}"));
+            if let Some(headers) = request.headers_mut() {
+                headers.clone_from(&parts.headers);
+                if let Some(value) = &self.authorization {
+                    headers.insert(header::AUTHORIZATION, value.clone());
+                }
+            }
+            let request =
+                request.body(Full::new(body.clone())).map_err(|err| ApiError::internal("build a URI", &err))?;
+            let answer = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(request))
                 .await
-                .map_err(|_| timed_out(&self.server))?
-                .map_err(|err| unreachable(&self.server, &err))?;
-        Ok(response.map(Body::new))
+                .map_err(|_| timed_out(server))?;
+            match answer {
+                Ok(response) => {
+                    if step > 0 {
+                        tracing::info!(%server, "switched to another API server");
+                        self.servers.current.store(index, Ordering::Relaxed);
+                    }
+                    return Ok(response.map(Body::new));
+                }
+                Err(err) if err.is_connect() && step + 1 < urls.len() => {
+                    tracing::debug!(%server, error = %unreachable(server, &err).message, "trying the next API server");
+                    refused = Some(err);
+                }
+                Err(err) => return Err(unreachable(server, &err)),
+            }
+        }
+        let server = self.servers.current();
+        Err(match refused {
+            Some(err) => unreachable(&server, &err),
+            None => ApiError::new(503, Reason::ServiceUnavailable, format!("cannot reach {server}: no server known")),
+        })
     }
 }
 
@@ -282,6 +359,40 @@ impl Client {
     /// first use and pooled; retrying failed requests is the caller's job.
     pub fn remote(config: &RemoteConfig) -> Result<Client, ClientError> {
         Ok(Client { transport: Transport::Remote(Arc::new(Remote::new(config)?)) })
+    }
+
+    /// Replaces the servers a remote client may use (the first is tried
+    /// first unless the current one is still among them); no-op in-process.
+    pub fn set_servers(&self, urls: &[String]) -> Result<(), ClientError> {
+        if let Transport::Remote(remote) = &self.transport {
+            let mut checked: Vec<String> = Vec::new();
+            for url in urls {
+                let url = server_url(url)?;
+                if !checked.contains(&url) {
+                    checked.push(url);
+                }
+            }
+            if !checked.is_empty() {
+                remote.servers.replace(checked);
+            }
+        }
+        Ok(())
+    }
+
+    /// The server a remote client sends to first (none in-process).
+    pub fn server(&self) -> Option<String> {
+        match &self.transport {
+            Transport::Remote(remote) => Some(remote.servers.current()),
+            Transport::InProcess { .. } => None,
+        }
+    }
+
+    /// The servers a remote client may use (empty in-process).
+    pub fn servers(&self) -> Vec<String> {
+        match &self.transport {
+            Transport::Remote(remote) => remote.servers.urls().to_vec(),
+            Transport::InProcess { .. } => Vec::new(),
+        }
     }
 
     /// One request; a non-2xx answer becomes the `ApiError` its Status describes.
@@ -303,7 +414,7 @@ impl Client {
         let bytes = match &self.transport {
             Transport::InProcess { .. } => read.await,
             Transport::Remote(remote) => {
-                tokio::time::timeout(REQUEST_TIMEOUT, read).await.map_err(|_| timed_out(&remote.server))?
+                tokio::time::timeout(REQUEST_TIMEOUT, read).await.map_err(|_| timed_out(&remote.servers.current()))?
             }
         }
         .map_err(|err| self.read_error(&err))?;
@@ -317,7 +428,7 @@ impl Client {
     fn read_error(&self, err: &axum::Error) -> ApiError {
         match &self.transport {
             Transport::InProcess { .. } => ApiError::internal("read an in-process response", err),
-            Transport::Remote(remote) => unreachable(&remote.server, err),
+            Transport::Remote(remote) => unreachable(&remote.servers.current(), err),
         }
     }
 
@@ -482,5 +593,27 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn requests_fail_over_to_the_next_server_that_answers_and_stay_there() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::load_or_create(dir.path()).unwrap();
+        let (alive, shutdown) = serve(&ca).await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dead = format!("https://127.0.0.1:{port}");
+        let client = remote(&dead, ServerTrust::Pinned(ca.cert_pem.clone()), None);
+        assert!(client.get("/whoami").await.unwrap_err().message.contains("connection refused"));
+
+        client.set_servers(&[dead.clone(), alive.clone(), format!("{alive}/")]).unwrap();
+        assert_eq!(client.servers(), vec![dead.clone(), alive.clone()], "checked and deduplicated");
+        assert_eq!(client.get("/whoami").await.unwrap(), json!({"name": null}));
+        assert_eq!(client.server().unwrap(), alive, "the answering server stays current");
+        client.set_servers(&[dead.clone(), alive.clone()]).unwrap();
+        assert_eq!(client.server().unwrap(), alive, "a new list keeps the current server");
+        assert!(client.set_servers(&["http://a:1".into()]).is_err());
+
+        shutdown.cancel();
     }
 }

@@ -79,6 +79,11 @@ pub struct ServerArgs {
     /// --cluster-init or --join.
     #[arg(long, default_value_t = 2380)]
     pub raft_port: u16,
+    /// Take this stopped server out of its cluster and exit: asks the server
+    /// at --join URL (any other member, with --token) to remove this one's
+    /// store member, then sets the local store aside.
+    #[arg(long, requires = "join")]
+    pub remove: bool,
 }
 
 /// The pod network backend (`--flannel-backend`).

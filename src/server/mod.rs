@@ -5,6 +5,7 @@ pub mod authn;
 pub mod authz;
 pub mod bootstrap;
 pub mod catalog;
+pub mod certificate_cmd;
 pub mod client;
 pub mod config;
 pub mod conversion;
@@ -84,6 +85,9 @@ pub async fn shutdown_signal() {
 /// Runs `kube server` until a shutdown signal.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let config = ServerConfig::from_args(&args)?;
+    if let (true, config::ClusterMode::Join { url, .. }) = (args.remove, &config.cluster) {
+        return ha::removal::leave(&config, url, config.token.as_deref().unwrap_or_default()).await;
+    }
     let tls_dir = config.data_dir.join("tls");
     std::fs::create_dir_all(&tls_dir).with_context(|| format!("cannot create {}", tls_dir.display()))?;
     let shutdown = CancellationToken::new();
@@ -177,12 +181,17 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         },
         shutdown.clone(),
     );
+    let peers = !matches!(config.cluster, config::ClusterMode::Single);
+    if peers {
+        tokio::spawn(ha::removal::follow_node_deletions(state.registry.store().clone(), shutdown.clone()));
+    }
     let endpoints = tokio::spawn(ha::endpoints::run(
         client::Client::new(router.clone(), authn::UserInfo::system_masters("system:apiserver")),
         ha::endpoints::ApiServer {
             node: config.node_name.clone(),
             address: config.advertise_address,
             port: config.listen.port(),
+            store: peers.then(|| state.registry.store().clone()),
         },
         shutdown.clone(),
     ));

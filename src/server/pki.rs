@@ -1,6 +1,8 @@
 //! The cluster's certificates: a CA made on first start, the API server's
 //! serving certificate (re-issued when its names change) and client
 //! certificates (admin, nodes). Everything lives under `<data-dir>/tls/`.
+//! Leaf certificates last a year and are renewed on start once they expire
+//! within [`RENEW_BEFORE_DAYS`] (as k3s does); the CA lasts ten years.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -59,6 +61,20 @@ pub enum Usage<'a> {
 
 const CA_YEARS: i16 = 10;
 const LEAF_YEARS: i16 = 1;
+/// A leaf certificate this close to its expiry is renewed.
+pub const RENEW_BEFORE_DAYS: i64 = 90;
+
+/// When a PEM certificate expires (None if it does not parse).
+pub fn expires_at(cert_pem: &str) -> Option<jiff::Timestamp> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    jiff::Timestamp::from_second(cert.validity().not_after.timestamp()).ok()
+}
+
+/// Whether a certificate expires within `days` (or cannot be read).
+pub fn expires_within(cert_pem: &str, days: i64) -> bool {
+    expires_at(cert_pem).is_none_or(|at| at.as_second() - jiff::Timestamp::now().as_second() < days * 24 * 3600)
+}
 
 impl Authority {
     /// Loads the CA from `dir`, creating it on first start.
@@ -82,7 +98,7 @@ impl Authority {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages =
             vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        set_validity(&mut params, CA_YEARS);
+        set_validity(&mut params, jiff::Span::new().years(CA_YEARS));
         let cert = params.self_signed(&key).map_err(cert_error("sign the CA certificate"))?;
         write(&key_path, &key.serialize_pem(), 0o600)?;
         write(&cert_path, &cert.pem(), 0o644)?;
@@ -91,9 +107,19 @@ impl Authority {
 
     /// Issues a new certificate and key.
     pub fn issue(&self, common_name: &str, usage: Usage<'_>) -> Result<CertPair, PkiError> {
+        self.issue_lasting(common_name, usage, jiff::Span::new().years(LEAF_YEARS))
+    }
+
+    /// Issues a certificate valid for `lifetime` (from yesterday).
+    pub(crate) fn issue_lasting(
+        &self,
+        common_name: &str,
+        usage: Usage<'_>,
+        lifetime: jiff::Span,
+    ) -> Result<CertPair, PkiError> {
         let key = KeyPair::generate().map_err(cert_error("generate a key"))?;
         let mut params = CertificateParams::default();
-        set_validity(&mut params, LEAF_YEARS);
+        set_validity(&mut params, lifetime);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.use_authority_key_identifier_extension = true;
         let names = match usage {
@@ -142,10 +168,15 @@ impl Authority {
         let (cert_path, key_path) = (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")));
         if cert_path.exists() && key_path.exists() {
             let pair = CertPair { cert_pem: read(&cert_path)?, key_pem: read(&key_path)? };
-            if still_valid(&pair.cert_pem) {
+            let expiring = expires_within(&pair.cert_pem, RENEW_BEFORE_DAYS);
+            if still_valid(&pair.cert_pem) && !expiring {
                 return Ok(pair);
             }
-            tracing::info!(cert = %cert_path.display(), "re-issuing certificate");
+            if expiring {
+                tracing::info!(cert = %cert_path.display(), "renewing a certificate that expires within {RENEW_BEFORE_DAYS} days");
+            } else {
+                tracing::info!(cert = %cert_path.display(), "re-issuing certificate");
+            }
         }
         let pair = self.issue(common_name, usage)?;
         write(&key_path, &pair.key_pem, 0o600)?;
@@ -183,10 +214,10 @@ fn name(common_name: &str, organizations: &[&str]) -> DistinguishedName {
     dn
 }
 
-fn set_validity(params: &mut CertificateParams, years: i16) {
+fn set_validity(params: &mut CertificateParams, lifetime: jiff::Span) {
     let today = jiff::Zoned::now().date();
     let start = today.yesterday().unwrap_or(today);
-    let end = start.checked_add(jiff::Span::new().years(years)).unwrap_or(start);
+    let end = start.checked_add(lifetime).unwrap_or(start);
     // Months and days are in 1..=12 and 1..=31, so the casts are exact.
     params.not_before = rcgen::date_time_ymd(i32::from(start.year()), start.month() as u8, start.day() as u8);
     params.not_after = rcgen::date_time_ymd(i32::from(end.year()), end.month() as u8, end.day() as u8);
@@ -211,6 +242,27 @@ pub(crate) fn write(path: &Path, contents: &str, mode: u32) -> Result<(), PkiErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leaf_certificates_close_to_expiry_are_renewed_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::load_or_create(dir.path()).unwrap();
+        let usage = || Usage::Client { user: "admin", groups: &[] };
+        let fresh = ca.load_or_issue(dir.path(), "admin", "admin", usage(), |_| true).unwrap();
+        assert!(!expires_within(&fresh.cert_pem, RENEW_BEFORE_DAYS), "a new leaf lasts a year");
+        assert!(!expires_within(&ca.cert_pem, 9 * 365), "the CA lasts ten years");
+        let kept = ca.load_or_issue(dir.path(), "admin", "admin", usage(), |_| true).unwrap();
+        assert_eq!(kept.cert_pem, fresh.cert_pem);
+
+        let old = ca.issue_lasting("admin", usage(), jiff::Span::new().days(60)).unwrap();
+        write(&dir.path().join("admin.crt"), &old.cert_pem, 0o644).unwrap();
+        write(&dir.path().join("admin.key"), &old.key_pem, 0o600).unwrap();
+        assert!(expires_within(&old.cert_pem, RENEW_BEFORE_DAYS));
+        let renewed = ca.load_or_issue(dir.path(), "admin", "admin", usage(), |_| true).unwrap();
+        assert_ne!(renewed.cert_pem, old.cert_pem);
+        assert!(!expires_within(&renewed.cert_pem, RENEW_BEFORE_DAYS));
+        assert!(expires_within("not a certificate", 1));
+    }
 
     #[test]
     fn ca_survives_restart_and_signs_server_and_client_certs() {

@@ -214,6 +214,15 @@ fn raft_config() -> Result<Arc<Config>, StoreError> {
     config.validate().map(Arc::new).map_err(|e| StoreError::Raft(e.to_string()))
 }
 
+/// Whether a running process holds the store in `data_dir` (sled's lock).
+pub fn in_use(data_dir: &std::path::Path) -> bool {
+    match sled::Config::new().path(data_dir.join("sled")).open() {
+        Ok(_) => false,
+        Err(sled::Error::Io(err)) => err.kind() == std::io::ErrorKind::WouldBlock || err.to_string().contains("lock"),
+        Err(_) => false,
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store in `config.data_dir` as a one-voter group.
     #[tracing::instrument(level = "info", skip_all, fields(dir = %config.data_dir.display(), node = config.node_id))]

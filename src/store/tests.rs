@@ -399,3 +399,14 @@ async fn failed_flush_stops_writes_without_acknowledging() {
     assert!(matches!(again, Err(StoreError::WritesStopped { .. })));
     let _ = store.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_open_store_is_in_use_and_a_closed_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
+    assert!(super::in_use(dir.path()), "sled's lock is held while the store is open");
+    store.shutdown().await.unwrap();
+    drop(store);
+    // sled's flusher thread lets go of the database shortly after the last handle.
+    wait_until(Duration::from_secs(5), "the store's lock released", || async { !super::in_use(dir.path()) }).await;
+}

@@ -126,6 +126,22 @@ impl Server {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `kubectl apply -f -` of `manifest`, which must succeed.
+    pub fn apply(&self, manifest: &str) {
+        use std::io::Write;
+        let mut child = self
+            .kubectl_command()
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl apply");
+        child.stdin.take().expect("stdin").write_all(manifest.as_bytes()).expect("write the manifest");
+        let out = child.wait_with_output().expect("kubectl apply");
+        assert!(out.status.success(), "kubectl apply failed:\n{}\n{manifest}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// Whether `/readyz` answers ok.
     pub fn ready(&self) -> bool {
         self.kubeconfig().exists() && self.kubectl(&["get", "--raw", "/readyz"]).stdout.starts_with(b"ok")
@@ -160,6 +176,14 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A busybox pod that sleeps, bound to `node`, its image from `registry`.
+pub fn pod_yaml(name: &str, node: &str, registry: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: {node}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: {registry}/{image}\n    command: [sh, -c, 'exec sleep 3600']\n",
+        image = super::agent::IMAGE,
+    )
 }
 
 /// Servers on one LAN (dropped first, then the LAN).

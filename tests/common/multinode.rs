@@ -7,7 +7,7 @@
 
 use super::Cluster;
 use super::agent::AgentCluster;
-use super::netns::Netns;
+use super::netns::{Lan, Netns};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -39,22 +39,35 @@ impl JoinedNode {
     /// `kube agent --join https://<server node ip>:6443` there.
     pub fn join(cluster: &Cluster, name: &str) -> JoinedNode {
         let net = cluster.net.as_ref().expect("an agent cluster (Cluster::start_with_agent)");
-        let netns = net.lan.add_node();
+        let server_ip = net.node.lan_ip.clone().expect("server node ip");
+        let server = format!("https://{server_ip}:{}", cluster.port);
+        JoinedNode::join_lan(&net.lan, name, server, server_token(cluster))
+    }
+
+    /// Adds a node namespace to `lan`, starts a registry in it and
+    /// `kube agent --join <server> --token <token>` there.
+    pub fn join_lan(lan: &Lan, name: &str, server: String, token: String) -> JoinedNode {
+        let netns = lan.add_node();
         let dir = tempfile::tempdir().expect("temp dir");
         let registry = super::start_registry(&netns, dir.path());
-        let server_ip = net.node.lan_ip.clone().expect("server node ip");
         let mut node = JoinedNode {
             agent: None,
             registry: Some(registry),
             name: name.to_string(),
             ip: netns.lan_ip.clone().expect("node ip"),
-            server: format!("https://{server_ip}:{}", cluster.port),
-            token: server_token(cluster),
+            server,
+            token,
             netns,
             dir,
         };
         node.start();
         node
+    }
+
+    /// The API servers the agent keeps (`<data-dir>/agent/servers`).
+    pub fn known_servers(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.data_dir().join("agent/servers")).unwrap_or_default();
+        text.lines().map(str::to_string).collect()
     }
 
     /// The agent's `--data-dir` (its state is under `<data-dir>/agent`).

@@ -144,6 +144,10 @@ pub fn objects() -> (Vec<Value>, Vec<Value>) {
                 rule(&[""], &["services", "endpoints", "persistentvolumeclaims", "persistentvolumes"], READ),
                 rule(&[""], &["serviceaccounts/token"], &["create"]),
                 rule(&["discovery.k8s.io"], &["endpointslices"], READ),
+                // The agent is also the service proxy and enforces NetworkPolicies
+                // (k3s's agent does this under its own controller identity).
+                rule(&[""], &["namespaces"], READ),
+                rule(&["networking.k8s.io"], &["networkpolicies"], READ),
                 rule(
                     &["coordination.k8s.io"],
                     &["leases"],

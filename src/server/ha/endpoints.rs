@@ -3,7 +3,9 @@
 //! advertised address, and writes the addresses of all servers with fresh
 //! leases into the Endpoints and EndpointSlice `default/kubernetes` (upstream's
 //! "lease" endpoint reconciler). A stopping server drops its lease and
-//! itself from the list; a crashed one ages out after the lease's 15 s.
+//! itself from the list; a crashed one ages out after the lease's 15 s. With
+//! replicated stores only servers whose address is a store voter's count, so
+//! a removed member leaves the list at once.
 
 use crate::server::client::Client;
 use crate::server::error::ApiError;
@@ -28,6 +30,8 @@ pub struct ApiServer {
     pub node: String,
     pub address: IpAddr,
     pub port: u16,
+    /// The replicated store (None for a single server).
+    pub store: Option<crate::store::Store>,
 }
 
 fn lease_name(node: &str) -> String {
@@ -121,9 +125,24 @@ async fn put(
     }
 }
 
-async fn reconcile(client: &Client, port: u16) -> Result<(), ApiError> {
+/// The hosts of the store's voters' peer addresses.
+pub fn voter_hosts(store: &crate::store::Store) -> BTreeSet<String> {
+    let voters = store.voters();
+    let members = store.members();
+    let hosts = members.iter().filter(|(id, _)| voters.contains(id));
+    hosts.filter_map(|(_, addr)| addr.parse::<std::net::SocketAddr>().ok()).map(|a| a.ip().to_string()).collect()
+}
+
+async fn reconcile(client: &Client, me: &ApiServer) -> Result<(), ApiError> {
+    let port = me.port;
     let leases = client.list(&format!("{LEASES}?labelSelector={LABEL}%3Dtrue")).await?;
-    let addresses = live_addresses(&leases, Timestamp::now());
+    let mut addresses = live_addresses(&leases, Timestamp::now());
+    if let Some(store) = &me.store {
+        let voters = voter_hosts(store);
+        if !voters.is_empty() {
+            addresses.retain(|address| voters.contains(address));
+        }
+    }
     put(client, ENDPOINTS, endpoints(&addresses, port), |a, b| a["subsets"] == b["subsets"]).await?;
     put(client, SLICES, endpoint_slice(&addresses, port), |a, b| {
         a["endpoints"] == b["endpoints"] && a["ports"] == b["ports"]
@@ -137,7 +156,7 @@ pub async fn run(client: Client, me: ApiServer, shutdown: CancellationToken) {
     loop {
         if let Err(err) = renew(&client, &me).await {
             tracing::warn!(error = %err.message, "cannot renew this server's endpoint lease");
-        } else if let Err(err) = reconcile(&client, me.port).await {
+        } else if let Err(err) = reconcile(&client, &me).await {
             tracing::warn!(error = %err.message, "cannot update the kubernetes Service's endpoints");
         }
         tokio::select! {
@@ -146,7 +165,7 @@ pub async fn run(client: Client, me: ApiServer, shutdown: CancellationToken) {
         }
     }
     let _ = client.delete(&format!("{LEASES}/{}", lease_name(&me.node)), None).await;
-    if let Err(err) = reconcile(&client, me.port).await {
+    if let Err(err) = reconcile(&client, &me).await {
         tracing::debug!(error = %err.message, "cannot withdraw this server from the kubernetes endpoints");
     }
 }

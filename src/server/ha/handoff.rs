@@ -3,7 +3,8 @@
 //! those let agents join, not servers). `POST /v1-kube/server-bootstrap`
 //! hands over the cluster's shared keys ([`super::SHARED_FILES`]);
 //! `POST /v1-kube/server-members` adds the caller's store as a voter (the
-//! store forwards it to the Raft leader), and `GET` lists the members.
+//! store forwards it to the Raft leader), `GET` lists the members and
+//! `DELETE …/server-members/<id>` removes one (`kube server --remove`).
 
 use super::SHARED_FILES;
 use crate::server::error::{ApiError, Reason};
@@ -11,9 +12,10 @@ use crate::server::join::{basic_secret, same_secret};
 use crate::server::state::ApiState;
 use crate::store::MembershipChange;
 use axum::Router;
+use axum::extract::Path;
 use axum::extract::{Extension, Json, State};
 use axum::http::HeaderMap;
-use axum::routing::post;
+use axum::routing::{delete, post};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -56,7 +58,10 @@ pub struct Members {
 
 /// The routes; they need `Extension(Arc<Handoff>)` and sit outside authentication.
 pub fn routes() -> Router<ApiState> {
-    Router::new().route(BOOTSTRAP_PATH, post(bootstrap)).route(MEMBERS_PATH, post(add_member).get(list_members))
+    Router::new()
+        .route(BOOTSTRAP_PATH, post(bootstrap))
+        .route(MEMBERS_PATH, post(add_member).get(list_members))
+        .route(&format!("{MEMBERS_PATH}/{{id}}"), delete(remove_member))
 }
 
 fn authorize(handoff: &Option<Extension<Arc<Handoff>>>, headers: &HeaderMap) -> Result<Arc<Handoff>, ApiError> {
@@ -128,5 +133,25 @@ async fn list_members(
     headers: HeaderMap,
 ) -> Result<Json<Members>, ApiError> {
     authorize(&handoff, &headers)?;
+    Ok(Json(members_of(&state)))
+}
+
+async fn remove_member(
+    State(state): State<ApiState>,
+    handoff: Option<Extension<Arc<Handoff>>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Result<Json<Members>, ApiError> {
+    authorize(&handoff, &headers)?;
+    let store = state.registry.store();
+    if !store.members().contains_key(&id) {
+        return Err(ApiError::new(404, Reason::NotFound, format!("store member {id} is not in the group")));
+    }
+    tracing::info!(id, "removing a server from the store");
+    super::removal::remove_member(store, id).await.map_err(|err| {
+        tracing::warn!(id, error = %err, "removing a server failed");
+        ApiError::new(503, Reason::ServiceUnavailable, format!("cannot remove member {id}: {err}"))
+    })?;
+    tracing::info!(id, "server removed from the store");
     Ok(Json(members_of(&state)))
 }

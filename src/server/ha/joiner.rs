@@ -40,6 +40,17 @@ async fn verified_ca(url: &str, token: &JoinToken, shutdown: &CancellationToken)
     }
 }
 
+/// A client of the server at `url` that checked its CA against the token
+/// and sends the server token; `None` on shutdown.
+pub async fn verified_client(
+    url: &str,
+    token: &JoinToken,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<Client>> {
+    let Some(ca_pem) = verified_ca(url, token, shutdown).await? else { return Ok(None) };
+    Ok(Some(pinned_client(url, &ca_pem, token)?))
+}
+
 /// Fetches the shared keys into `tls_dir` unless an earlier join did; false on shutdown.
 pub async fn fetch_shared_keys(
     url: &str,

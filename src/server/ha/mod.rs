@@ -4,10 +4,12 @@
 //! ([`joiner`]), open its store as an empty member and ask to be added
 //! ([`handoff`] answers both on the serving side). Peers talk over mutual
 //! TLS with certificates of their own CA (`peer-ca`), which only servers hold.
+//! Members leave through [`removal`].
 
 pub mod endpoints;
 pub mod handoff;
 pub mod joiner;
+pub mod removal;
 
 use super::config::{ClusterMode, ServerConfig};
 use super::pki::{self, Authority, Usage};
