@@ -25,6 +25,12 @@ fn admin_client(server: &Server) -> Client {
     Client::remote(&config).expect("remote client")
 }
 
+/// Gives the LAN's namespace an address (192.168.77.2) so a client there reaches the servers.
+fn address_the_lan(servers: &Servers) {
+    let address = format!("{}.2/24", common::netns::LAN_PREFIX);
+    common::netns::ip(&["-n", &servers.lan.ns.name, "addr", "add", &address, "dev", "lan"]);
+}
+
 /// Runs `work` on a runtime whose sockets live in the LAN's namespace.
 fn in_lan<T: Send + 'static>(servers: &Servers, work: impl std::future::Future<Output = T> + Send + 'static) -> T {
     let path = servers.lan.ns.path();
@@ -37,9 +43,9 @@ fn in_lan<T: Send + 'static>(servers: &Servers, work: impl std::future::Future<O
     .expect("bench thread")
 }
 
-async fn write(client: &Client, name: &str) -> bool {
+async fn write(client: &Client, name: &str) -> Result<(), String> {
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}});
-    client.create("/api/v1/namespaces/default/configmaps", cm).await.is_ok()
+    client.create("/api/v1/namespaces/default/configmaps", cm).await.map(|_| ()).map_err(|err| err.message)
 }
 
 /// Writes `total` ConfigMaps with `parallel` writers; writes per second.
@@ -54,11 +60,15 @@ fn throughput(servers: &Servers, tag: &str, total: usize, parallel: usize) -> f6
             let tag = tag.clone();
             tasks.spawn(async move {
                 for i in (w..total).step_by(parallel) {
-                    assert!(write(&client, &format!("{tag}-{i}")).await, "write {i} failed");
+                    if let Err(err) = write(&client, &format!("{tag}-{i}")).await {
+                        panic!("write {i} failed: {err}");
+                    }
                 }
             });
         }
-        while tasks.join_next().await.is_some() {}
+        while let Some(done) = tasks.join_next().await {
+            done.expect("a writer failed");
+        }
         total as f64 / started.elapsed().as_secs_f64()
     })
 }
@@ -74,9 +84,11 @@ fn main() {
     }
     let kills: usize = std::env::var("KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(20);
     let one = Servers::start(1);
+    address_the_lan(&one);
     let single = throughput(&one, "one", 2000, 16);
     drop(one);
     let mut servers = Servers::start(3);
+    address_the_lan(&servers);
     let triple = throughput(&servers, "three", 2000, 16);
     println!("write throughput, 16 writers: 1 server {single:.0}/s, 3 servers {triple:.0}/s");
 
@@ -88,7 +100,7 @@ fn main() {
         let killed = Instant::now();
         let name = format!("after-kill-{k}");
         let outage = in_lan(&servers, async move {
-            while !write(&survivor, &name).await {
+            while write(&survivor, &name).await.is_err() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             killed.elapsed()
