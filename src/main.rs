@@ -18,6 +18,8 @@ enum Command {
     Agent(kube::agent::args::AgentArgs),
     /// Manage bootstrap tokens agents can join with.
     Token(kube::server::token_cmd::TokenArgs),
+    /// Save, list, delete, prune and restore snapshots of the store (like `k3s etcd-snapshot`).
+    Snapshot(kube::server::snapshot::cmd::SnapshotArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
             Command::Server(args) => kube::server::run(args).await,
             Command::Agent(args) => kube::agent::remote::run(args).await,
             Command::Token(args) => kube::server::token_cmd::run(args).await,
+            Command::Snapshot(args) => kube::server::snapshot::cmd::run(args).await,
         }
     });
     match result {

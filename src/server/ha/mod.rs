@@ -52,6 +52,21 @@ fn peer_marker(data_dir: &Path) -> PathBuf {
     data_dir.join("server").join("raft-peer")
 }
 
+/// Forgets this server's place in a replicated group (after `kube snapshot
+/// restore`): removes the peer marker and the member id, so the next start
+/// is a single server that founds a new group. Returns what it removed.
+pub fn reset_membership(data_dir: &Path) -> Result<Vec<PathBuf>, HaError> {
+    let mut removed = Vec::new();
+    for path in [peer_marker(data_dir), id_path(data_dir)] {
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(HaError::Io { action: "remove", path, source }),
+        }
+    }
+    Ok(removed)
+}
+
 /// The member id kept in the data folder, or a new one (the founder's is 1,
 /// a joiner's random so that concurrent joins never collide).
 fn member_id(data_dir: &Path, founder: bool) -> Result<u64, HaError> {
