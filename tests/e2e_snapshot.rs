@@ -70,7 +70,7 @@ fn save_list_restore_brings_the_objects_back() {
     let name = Path::new(&path).file_name().unwrap().to_string_lossy().into_owned();
     assert!(name.starts_with("on-demand-snapnode-"), "{name}");
     assert!(std::fs::metadata(&path).unwrap().len() > 1000);
-    assert_eq!(listed(&dir), [name.clone()]);
+    assert_eq!(listed(&dir), std::slice::from_ref(&name));
     let named = kube_ok(&dir, &["snapshot", "save", "--name", "before-upgrade"]);
     assert!(named.contains("before-upgrade-snapnode-"), "{named}");
     let err = kube_fails(&dir, &["snapshot", "save", "--name", "../escape"]);

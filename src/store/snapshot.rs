@@ -179,6 +179,9 @@ pub struct Restored {
     pub revision: Revision,
     /// Where the replaced store was moved, if there was one.
     pub moved_aside: Option<PathBuf>,
+    /// Why the replaced store's revision could not be read (a damaged store
+    /// is still replaced, but revisions then continue from the snapshot's).
+    pub old_store_unreadable: Option<String>,
 }
 
 fn sled_path(store_dir: &Path) -> PathBuf {
@@ -209,17 +212,18 @@ pub fn restore(file: &Path, store_dir: &Path) -> Result<Restored, SnapshotError>
     let contents = read(file)?;
     let mut floor = 0;
     let mut moved_aside = None;
+    let mut old_store_unreadable = None;
     if store_dir.exists() {
         if sled_path(store_dir).exists() {
-            let db = open_sled(store_dir)?;
-            let data = SmData::open(&db, 16).map_err(|source| SnapshotError::Data {
-                action: "read",
-                path: store_dir.to_path_buf(),
-                source,
-            })?;
-            floor = data.revision();
-            drop(data);
-            drop(db);
+            match old_revision(store_dir) {
+                Ok(revision) => floor = revision,
+                Err(err @ SnapshotError::InUse { .. }) => return Err(err),
+                Err(err) => {
+                    let reason = error_chain(&err);
+                    tracing::warn!(error = %reason, "the old store is unreadable; replacing it anyway");
+                    old_store_unreadable = Some(reason);
+                }
+            }
         }
         let aside = aside_path(store_dir);
         std::fs::rename(store_dir, &aside).map_err(io("move the old store aside to", &aside))?;
@@ -250,8 +254,30 @@ pub fn restore(file: &Path, store_dir: &Path) -> Result<Restored, SnapshotError>
     data.load(records).map_err(data_err("load the snapshot into"))?;
     let revision = data.revision();
     db.flush().map_err(|source| SnapshotError::Open { path: sled_path(store_dir), source })?;
-    tracing::info!(file = %file.display(), revision, bumped = bump, "restored a snapshot");
-    Ok(Restored { snapshot: contents.info, revision, moved_aside })
+    tracing::debug!(file = %file.display(), revision, bumped = bump, "restored a snapshot");
+    Ok(Restored { snapshot: contents.info, revision, moved_aside, old_store_unreadable })
+}
+
+/// The revision of the (closed) store in `store_dir`; `InUse` if it is open.
+fn old_revision(store_dir: &Path) -> Result<Revision, SnapshotError> {
+    let db = open_sled(store_dir)?;
+    let data = SmData::open(&db, 16).map_err(|source| SnapshotError::Data {
+        action: "read",
+        path: store_dir.to_path_buf(),
+        source,
+    })?;
+    Ok(data.revision())
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// `<store_dir>-old-<unix time>`, with a counter if that exists already.

@@ -120,6 +120,24 @@ async fn corrupt_and_truncated_files_are_refused() {
 }
 
 #[tokio::test]
+async fn a_damaged_old_store_is_replaced_anyway() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, before, revision) = saved(dir.path()).await;
+    let store_dir = dir.path().join("db");
+    // sled cannot open its data file when a folder stands in its place.
+    let db_file = store_dir.join("sled").join("db");
+    std::fs::remove_file(&db_file).unwrap();
+    std::fs::create_dir(&db_file).unwrap();
+    let restored = snapshot::restore(&file, &store_dir).unwrap();
+    assert!(restored.old_store_unreadable.is_some());
+    assert_eq!(restored.revision, revision);
+    assert!(restored.moved_aside.is_some());
+    let store = Store::open(config(&store_dir)).await.unwrap();
+    assert_eq!(store.range(everything()).await.unwrap().kvs, before);
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn restore_refuses_while_the_store_is_open() {
     let dir = tempfile::tempdir().unwrap();
     let (file, _, revision) = saved(dir.path()).await;

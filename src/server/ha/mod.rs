@@ -104,3 +104,21 @@ pub fn peering(config: &ServerConfig, tls_dir: &Path) -> Result<Option<Peering>,
     let peer = PeerConfig { listen_addr: raft, advertise_addr: advertised.to_string(), tls, join: joining };
     Ok(Some(Peering { node_id, peer }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_membership_forgets_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(reset_membership(dir.path()).unwrap().is_empty());
+        pki::write(&peer_marker(dir.path()), "", 0o644).unwrap();
+        assert_eq!(member_id(dir.path(), false).map(|id| id >= 2).ok(), Some(true));
+        let removed = reset_membership(dir.path()).unwrap();
+        assert_eq!(removed, vec![peer_marker(dir.path()), id_path(dir.path())]);
+        assert!(!peer_marker(dir.path()).exists());
+        // A later --cluster-init founds the group again as member 1.
+        assert_eq!(member_id(dir.path(), true).unwrap(), FOUNDER_ID);
+    }
+}

@@ -106,6 +106,9 @@ fn restore(data_dir: &Path, file: &Path) -> anyhow::Result<()> {
         restored.snapshot.revision,
         store_dir.display()
     );
+    if let Some(reason) = &restored.old_store_unreadable {
+        println!("warning: the old store could not be read ({reason}); revisions continue from the snapshot's");
+    }
     if restored.revision != restored.snapshot.revision {
         println!(
             "the old store was at a later revision: revisions continue from {} (watches from older versions re-list)",
