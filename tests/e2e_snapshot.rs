@@ -166,3 +166,27 @@ fn scheduled_snapshots_keep_the_retention_and_spare_on_demand_ones() {
     let on_demand = Path::new(on_demand.trim()).file_name().unwrap().to_string_lossy().into_owned();
     assert!(names.contains(&on_demand), "{names:?}");
 }
+
+#[test]
+fn restore_resets_an_ha_founder_to_a_single_server() {
+    let raft_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut cluster = Cluster::start_with(&["--cluster-init", "--raft-port", &raft_port.to_string()]);
+    let dir = cluster.dir.path().to_path_buf();
+    assert!(dir.join("server/raft-peer").exists());
+    cluster.ok(&["create", "configmap", "ha-kept", "--from-literal=k=v"]);
+    let path = kube_ok(&dir, &["snapshot", "save"]).trim().to_string();
+    cluster.ok(&["delete", "configmap", "ha-kept"]);
+    cluster.stop();
+    let err = kube_fails(&dir, &["snapshot", "save"]);
+    assert!(err.contains("the server did not save a snapshot"), "{err}");
+
+    let out = kube_ok(&dir, &["snapshot", "restore", &path]);
+    assert!(out.contains("membership was reset"), "{out}");
+    assert!(!dir.join("server/raft-peer").exists() && !dir.join("server/raft-id").exists());
+
+    // Started again with --cluster-init it founds a new group over the snapshot.
+    cluster.start_again();
+    assert_eq!(cluster.ok(&["get", "configmap", "ha-kept", "-o", "jsonpath={.data.k}"]), "v");
+    assert!(dir.join("server/raft-peer").exists());
+    cluster.ok(&["create", "configmap", "ha-new"]);
+}

@@ -17,10 +17,13 @@ fn everything() -> RangeRequest {
     RangeRequest { key: String::new(), prefix: true, ..Default::default() }
 }
 
-/// A store with keys written several times and one deleted; returns the
+/// A store (member 5) with keys written several times and one deleted; returns the
 /// snapshot's path, what the store held and its revision.
 async fn saved(dir: &Path) -> (std::path::PathBuf, Vec<KeyValue>, Revision) {
-    let store = Store::open(config(&dir.join("db"))).await.unwrap();
+    // Another member id than the restored store's: the membership is reset.
+    let mut saving = config(&dir.join("db"));
+    saving.node_id = 5;
+    let store = Store::open(saving).await.unwrap();
     for i in 0..40 {
         put(&store, &format!("/registry/k/{}", i % 13), &format!("v{i}")).await;
     }
@@ -142,7 +145,9 @@ async fn restore_refuses_while_the_store_is_open() {
     let dir = tempfile::tempdir().unwrap();
     let (file, _, revision) = saved(dir.path()).await;
     let store_dir = dir.path().join("db");
-    let store = Store::open(config(&store_dir)).await.unwrap();
+    let mut same = config(&store_dir);
+    same.node_id = 5;
+    let store = Store::open(same).await.unwrap();
     let err = snapshot::restore(&file, &store_dir).unwrap_err();
     assert!(matches!(err, SnapshotError::InUse { .. }), "{err}");
     assert!(err.to_string().contains("stop `kube server`"), "{err}");
