@@ -20,6 +20,8 @@ enum Command {
     Token(kube::server::token_cmd::TokenArgs),
     /// Check the cluster's certificates or rotate them (server stopped).
     Certificate(kube::server::certificate_cmd::CertificateArgs),
+    /// Save, list, delete, prune and restore snapshots of the store (like `k3s etcd-snapshot`).
+    Snapshot(kube::server::snapshot::cmd::SnapshotArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
             Command::Agent(args) => kube::agent::remote::run(args).await,
             Command::Token(args) => kube::server::token_cmd::run(args).await,
             Command::Certificate(args) => kube::server::certificate_cmd::run(args).await,
+            Command::Snapshot(args) => kube::server::snapshot::cmd::run(args).await,
         }
     });
     match result {

@@ -84,6 +84,17 @@ pub struct ServerArgs {
     /// store member, then sets the local store aside.
     #[arg(long, requires = "join")]
     pub remove: bool,
+    /// How often the store leader writes a scheduled snapshot to
+    /// <data-dir>/server/db/snapshots (e.g. 30m, 12h, 1d; 0 disables), like
+    /// k3s's default schedule of every 12 hours.
+    #[arg(long, alias = "etcd-snapshot-interval", default_value = "12h")]
+    pub snapshot_interval: String,
+    /// How many scheduled snapshots to keep (on-demand ones are never pruned).
+    #[arg(long, alias = "etcd-snapshot-retention", default_value_t = 5)]
+    pub snapshot_retention: usize,
+    /// Do not write scheduled snapshots.
+    #[arg(long, alias = "etcd-disable-snapshots")]
+    pub disable_snapshots: bool,
 }
 
 /// The pod network backend (`--flannel-backend`).
@@ -162,6 +173,8 @@ pub struct ServerConfig {
     pub node_name: String,
     /// How the store replicates (alone, founding a group, or joining one).
     pub cluster: ClusterMode,
+    /// Scheduled snapshots; `None` with `--disable-snapshots` or an interval of 0.
+    pub snapshots: Option<crate::server::snapshot::schedule::Schedule>,
 }
 
 /// How this server's store takes part in a replicated group.
@@ -213,6 +226,17 @@ impl ServerConfig {
             }
             None => ClusterMode::Single,
         };
+        let interval = crate::server::token_cmd::parse_duration("snapshot-interval", &args.snapshot_interval)?;
+        if args.snapshot_retention == 0 {
+            bail!("--snapshot-retention must be at least 1 (use --disable-snapshots to turn them off)");
+        }
+        let snapshots = match interval {
+            Some(seconds) if !args.disable_snapshots => Some(crate::server::snapshot::schedule::Schedule {
+                every: std::time::Duration::from_secs(seconds.unsigned_abs()),
+                retention: args.snapshot_retention,
+            }),
+            _ => None,
+        };
         let node_name = match &args.node_name {
             Some(name) => name.clone(),
             None => nix::unistd::gethostname()
@@ -240,6 +264,7 @@ impl ServerConfig {
             run_service_proxy: !args.disable_kube_proxy,
             node_name,
             cluster,
+            snapshots,
         })
     }
 
@@ -317,5 +342,21 @@ mod tests {
         assert!(err.contains("host bits"), "{err}");
         let err = config(&["--service-node-port-range", "5-1"]).unwrap_err().to_string();
         assert!(err.contains("--service-node-port-range"), "{err}");
+        let err = config(&["--snapshot-interval", "12x"]).unwrap_err().to_string();
+        assert!(err.contains("--snapshot-interval"), "{err}");
+        let err = config(&["--snapshot-retention", "0"]).unwrap_err().to_string();
+        assert!(err.contains("--snapshot-retention"), "{err}");
+    }
+
+    #[test]
+    fn scheduled_snapshots_default_to_every_12_hours_keeping_5() {
+        use crate::server::snapshot::schedule::Schedule;
+        let every = |h: u64| std::time::Duration::from_secs(h * 3600);
+        assert_eq!(config_of(&[]).snapshots, Some(Schedule { every: every(12), retention: 5 }));
+        let custom = config_of(&["--snapshot-interval", "1h30m", "--snapshot-retention", "2"]);
+        assert_eq!(custom.snapshots, Some(Schedule { every: std::time::Duration::from_secs(5400), retention: 2 }));
+        assert_eq!(config_of(&["--snapshot-interval", "0"]).snapshots, None);
+        assert_eq!(config_of(&["--disable-snapshots"]).snapshots, None);
+        assert_eq!(config_of(&["--etcd-disable-snapshots"]).snapshots, None);
     }
 }

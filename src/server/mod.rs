@@ -29,6 +29,7 @@ pub mod rest;
 pub mod reviews;
 pub mod router;
 pub mod selectors;
+pub mod snapshot;
 pub mod state;
 pub mod table;
 pub mod token;
@@ -195,6 +196,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         },
         shutdown.clone(),
     ));
+    let snapshots = config
+        .snapshots
+        .map(|schedule| tokio::spawn(snapshot::schedule::run(state.clone(), schedule, shutdown.clone())));
     let agent = config.run_agent.then(|| crate::agent::spawn_local(router.clone(), &config, shutdown.clone()));
     let tcp = listener::bind(config.listen).await?;
     tracing::info!(addr = %config.listen, "API server listening");
@@ -203,6 +207,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = serving_task.await;
     let _ = endpoints.await;
+    if let Some(snapshots) = snapshots {
+        let _ = snapshots.await;
+    }
     controllers.join_all().await;
     if let Some(agent) = agent {
         let _ = agent.await;

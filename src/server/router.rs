@@ -7,7 +7,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 /// Anonymous requests get 401 everywhere, as with `--anonymous-auth=false`;
 /// non-resource paths (health, version, discovery, OpenAPI) are authorized
@@ -55,6 +55,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/openapi/v2", get(openapi::v2))
         .route("/openapi/v3", get(openapi::v3_root))
         .route("/openapi/v3/{*path}", get(openapi::v3_group_version))
+        .route(super::snapshot::api::SNAPSHOTS_PATH, post(super::snapshot::api::save))
         .fallback(rest::handle)
         .layer(middleware::from_fn_with_state(state.clone(), require_user))
         // After the layer: the join endpoints authenticate on their own.

@@ -46,6 +46,11 @@ pub enum TokenCommand {
 
 /// `30m`, `24h`, `7d`, `1h30m` in seconds; `0` = no expiry (`None`).
 pub fn parse_ttl(text: &str) -> anyhow::Result<Option<i64>> {
+    parse_duration("ttl", text)
+}
+
+/// A duration flag (`--<flag> 30m`, `24h`, `7d`, `1h30m`) in seconds; `0` = `None`.
+pub fn parse_duration(flag: &str, text: &str) -> anyhow::Result<Option<i64>> {
     if text == "0" {
         return Ok(None);
     }
@@ -61,20 +66,20 @@ pub fn parse_ttl(text: &str) -> anyhow::Result<Option<i64>> {
             'm' => 60,
             'h' => 3600,
             'd' => 86400,
-            _ => bail!("--ttl {text}: expected a duration like 30m, 24h or 7d (0 = never)"),
+            _ => bail!("--{flag} {text}: expected a duration like 30m, 24h or 7d (0 = never)"),
         };
-        let value: i64 = number.parse().with_context(|| format!("--ttl {text}: a number must precede {c:?}"))?;
+        let value: i64 = number.parse().with_context(|| format!("--{flag} {text}: a number must precede {c:?}"))?;
         total = total.saturating_add(value.saturating_mul(unit));
         number.clear();
     }
     if !number.is_empty() || total == 0 {
-        bail!("--ttl {text}: expected a duration like 30m, 24h or 7d (0 = never)");
+        bail!("--{flag} {text}: expected a duration like 30m, 24h or 7d (0 = never)");
     }
     Ok(Some(total))
 }
 
 /// Server URL, CA and client identity from a kubeconfig's current context.
-fn kubeconfig_client(path: &Path) -> anyhow::Result<(Client, String)> {
+pub(crate) fn kubeconfig_client(path: &Path) -> anyhow::Result<(Client, String)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let doc: Value =
         serde_norway::from_str(&text).with_context(|| format!("{} is not a kubeconfig", path.display()))?;

@@ -48,10 +48,10 @@ pub struct RevisionEvents {
     pub events: Vec<WatchEvent>,
 }
 
-const META_REVISION: &[u8] = b"revision";
-const META_COMPACTED: &[u8] = b"compacted";
-const META_APPLIED: &[u8] = b"applied";
-const META_MEMBERSHIP: &[u8] = b"membership";
+pub(super) const META_REVISION: &[u8] = b"revision";
+pub(super) const META_COMPACTED: &[u8] = b"compacted";
+pub(super) const META_APPLIED: &[u8] = b"applied";
+pub(super) const META_MEMBERSHIP: &[u8] = b"membership";
 
 /// The trees a snapshot carries, in a fixed order (index = tag in the dump).
 pub const SNAPSHOT_TREES: [&str; 5] = ["sm_kv", "sm_history", "sm_events", "sm_ttl", "sm_meta"];

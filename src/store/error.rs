@@ -25,6 +25,8 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error(transparent)]
+    Snapshot(#[from] super::snapshot::SnapshotError),
     #[error("raft: {0}")]
     Raft(String),
 }

@@ -5,7 +5,8 @@
 //! Layout, following openraft's examples: `types` (public data), `command`
 //! (what goes through the log), `log_store` and `state_machine` (openraft's
 //! storage traits), `data` + `mvcc` + `codec` (the MVCC state in sled),
-//! `watch`, `compaction`, `ttl` (leader tasks) and `network` (peers).
+//! `watch`, `compaction`, `ttl` (leader tasks), `network` (peers) and
+//! `snapshot` (snapshot files: `kube snapshot save/restore`).
 
 mod codec;
 mod command;
@@ -18,6 +19,7 @@ mod mvcc;
 mod network;
 mod proposer;
 mod rpc;
+pub mod snapshot;
 mod state_machine;
 mod tls;
 mod ttl;
@@ -27,12 +29,15 @@ mod watch;
 #[cfg(test)]
 mod cluster_tests;
 #[cfg(test)]
+mod snapshot_tests;
+#[cfg(test)]
 mod storage_suite;
 #[cfg(test)]
 mod tests;
 
 pub use command::NodeId;
 pub use error::StoreError;
+pub use snapshot::{Restored, SnapshotError, SnapshotInfo};
 pub use tls::PeerTls;
 pub use types::*;
 pub use watch::Watcher;
@@ -410,6 +415,19 @@ impl Store {
             return Ok(());
         }
         self.write(Command::Compact { revision }).await.map(|_| ())
+    }
+
+    /// Writes a snapshot file of the whole store to `path` (atomically): a
+    /// linearizable point in time, since the dump follows a read index and
+    /// holds every write acknowledged before the call.
+    pub async fn save_snapshot(&self, path: &std::path::Path) -> Result<SnapshotInfo, StoreError> {
+        self.read_barrier().await?;
+        let data = self.inner.data.clone();
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || snapshot::write(&data, &path))
+            .await
+            .map_err(|e| StoreError::Raft(format!("the snapshot task failed: {e}")))?
+            .map_err(StoreError::from)
     }
 
     /// The latest revision (linearizable).

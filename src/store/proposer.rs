@@ -80,5 +80,6 @@ fn clone_error(e: &StoreError) -> StoreError {
             StoreError::Storage { context: context.clone(), source: source.to_string().into() }
         }
         StoreError::Raft(s) => StoreError::Raft(s.clone()),
+        StoreError::Snapshot(e) => StoreError::Raft(e.to_string()),
     }
 }

@@ -60,9 +60,9 @@ fn encode_records(records: &[(u8, sled::IVec, sled::IVec)]) -> Vec<u8> {
     out
 }
 
-type Record = (u8, Vec<u8>, Vec<u8>);
+pub(super) type Record = (u8, Vec<u8>, Vec<u8>);
 
-fn decode_records(mut buf: &[u8]) -> Result<Vec<Record>, SnapshotError> {
+pub(super) fn decode_records(mut buf: &[u8]) -> Result<Vec<Record>, SnapshotError> {
     fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], SnapshotError> {
         if buf.len() < n {
             return Err(SnapshotError::Malformed);
@@ -88,7 +88,7 @@ fn decode_records(mut buf: &[u8]) -> Result<Vec<Record>, SnapshotError> {
 }
 
 /// The stored form of a snapshot: meta length, meta JSON, data.
-fn encode_stored(meta: &SnapshotMeta, data: &[u8]) -> Result<Vec<u8>, SnapshotError> {
+pub(super) fn encode_stored(meta: &SnapshotMeta, data: &[u8]) -> Result<Vec<u8>, SnapshotError> {
     let meta = serde_json::to_vec(meta)?;
     let mut out = Vec::with_capacity(8 + meta.len() + data.len());
     out.extend_from_slice(&(meta.len() as u64).to_be_bytes());
@@ -97,12 +97,35 @@ fn encode_stored(meta: &SnapshotMeta, data: &[u8]) -> Result<Vec<u8>, SnapshotEr
     Ok(out)
 }
 
-fn decode_stored(raw: &[u8]) -> Result<(SnapshotMeta, Vec<u8>), SnapshotError> {
+pub(super) fn decode_stored(raw: &[u8]) -> Result<(SnapshotMeta, Vec<u8>), SnapshotError> {
     let n: [u8; 8] = raw.get(..8).and_then(|b| b.try_into().ok()).ok_or(SnapshotError::Malformed)?;
     let n = u64::from_be_bytes(n) as usize;
     let meta = raw.get(8..8 + n).ok_or(SnapshotError::Malformed)?;
     let meta = serde_json::from_slice(meta)?;
     Ok((meta, raw[8 + n..].to_vec()))
+}
+
+/// The meta and encoded data of a snapshot of `records` (a [`SmData::dump`]).
+/// The applied id and membership come from the dump itself, so they match
+/// the data even while entries keep being applied.
+pub(super) fn snapshot_of(records: &[(u8, sled::IVec, sled::IVec)]) -> Result<(SnapshotMeta, Vec<u8>), SnapshotError> {
+    let data = encode_records(records);
+    let meta_tree = super::data::SNAPSHOT_TREES.len() as u8 - 1;
+    let lookup =
+        |key: &[u8]| records.iter().find(|(t, k, _)| *t == meta_tree && k.as_ref() == key).map(|(_, _, v)| v.clone());
+    let last_log_id: Option<LogId> = match lookup(b"applied") {
+        Some(v) => serde_json::from_slice(&v)?,
+        None => None,
+    };
+    let last_membership: StoredMembership = match lookup(b"membership") {
+        Some(v) => serde_json::from_slice(&v)?,
+        None => StoredMembership::default(),
+    };
+    let snapshot_id = match &last_log_id {
+        Some(l) => format!("{}-{}-{}", l.leader_id, l.index, super::command::now_ms()),
+        None => format!("--{}", super::command::now_ms()),
+    };
+    Ok((SnapshotMeta { last_log_id, last_membership, snapshot_id }, data))
 }
 
 impl StateMachineStore {
@@ -124,26 +147,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     #[tracing::instrument(level = "info", skip(self))]
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let records = self.data.dump().map_err(sm_read)?;
-        let data = encode_records(&records);
-        // The applied id and membership come from the dump itself, so they
-        // match the data even while entries keep being applied.
-        let meta_tree = super::data::SNAPSHOT_TREES.len() as u8 - 1;
-        let lookup = |key: &[u8]| {
-            records.iter().find(|(t, k, _)| *t == meta_tree && k.as_ref() == key).map(|(_, _, v)| v.clone())
-        };
-        let last_log_id: Option<LogId> = match lookup(b"applied") {
-            Some(v) => serde_json::from_slice(&v).map_err(|e| snap_err(None, &e))?,
-            None => None,
-        };
-        let last_membership: StoredMembership = match lookup(b"membership") {
-            Some(v) => serde_json::from_slice(&v).map_err(|e| snap_err(None, &e))?,
-            None => StoredMembership::default(),
-        };
-        let snapshot_id = match &last_log_id {
-            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, super::command::now_ms()),
-            None => format!("--{}", super::command::now_ms()),
-        };
-        let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
+        let (meta, data) = snapshot_of(&records).map_err(|e| snap_err(None, &e))?;
         self.save_snapshot(&meta, &data)?;
         tracing::info!(bytes = data.len(), snapshot = %meta.snapshot_id, "built snapshot");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })

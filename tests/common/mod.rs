@@ -247,6 +247,12 @@ impl Cluster {
         self.spawn();
     }
 
+    /// Starts a stopped server again on the same data (after [`Cluster::stop`]).
+    pub fn start_again(&mut self) {
+        assert!(self.server.is_none(), "the server is still running");
+        self.spawn();
+    }
+
     /// The node's IP on the test LAN (agent clusters only).
     pub fn node_ip(&self) -> Option<String> {
         self.net.as_ref()?.node.lan_ip.clone()

@@ -54,6 +54,21 @@ fn peer_marker(data_dir: &Path) -> PathBuf {
     data_dir.join("server").join("raft-peer")
 }
 
+/// Forgets this server's place in a replicated group (after `kube snapshot
+/// restore`): removes the peer marker and the member id, so the next start
+/// is a single server that founds a new group. Returns what it removed.
+pub fn reset_membership(data_dir: &Path) -> Result<Vec<PathBuf>, HaError> {
+    let mut removed = Vec::new();
+    for path in [peer_marker(data_dir), id_path(data_dir)] {
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(HaError::Io { action: "remove", path, source }),
+        }
+    }
+    Ok(removed)
+}
+
 /// The member id kept in the data folder, or a new one (the founder's is 1,
 /// a joiner's random so that concurrent joins never collide).
 fn member_id(data_dir: &Path, founder: bool) -> Result<u64, HaError> {
@@ -90,4 +105,22 @@ pub fn peering(config: &ServerConfig, tls_dir: &Path) -> Result<Option<Peering>,
     let tls = PeerTls { ca_pem: peer_ca.cert_pem.clone(), cert_pem: pair.cert_pem, key_pem: pair.key_pem };
     let peer = PeerConfig { listen_addr: raft, advertise_addr: advertised.to_string(), tls, join: joining };
     Ok(Some(Peering { node_id, peer }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_membership_forgets_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(reset_membership(dir.path()).unwrap().is_empty());
+        pki::write(&peer_marker(dir.path()), "", 0o644).unwrap();
+        assert_eq!(member_id(dir.path(), false).map(|id| id >= 2).ok(), Some(true));
+        let removed = reset_membership(dir.path()).unwrap();
+        assert_eq!(removed, vec![peer_marker(dir.path()), id_path(dir.path())]);
+        assert!(!peer_marker(dir.path()).exists());
+        // A later --cluster-init founds the group again as member 1.
+        assert_eq!(member_id(dir.path(), true).unwrap(), FOUNDER_ID);
+    }
 }
