@@ -203,9 +203,10 @@ fn timed_out(server: &str) -> ApiError {
     )
 }
 
-/// Accepts any server certificate (signatures still checked): see [`ServerTrust::Unverified`].
+/// Accepts any server certificate (signatures still checked): see [`ServerTrust::Unverified`];
+/// also the API server's client of agents, which it reaches by node IP.
 #[derive(Debug)]
-struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
+pub(crate) struct AcceptAnyServer(pub(crate) Arc<rustls::crypto::CryptoProvider>);
 
 impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
     fn verify_server_cert(

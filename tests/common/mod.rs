@@ -159,6 +159,20 @@ impl Drop for NodeNet {
     }
 }
 
+/// Stops a process this test started: SIGTERM, then SIGKILL after `grace`.
+pub fn stop_child(mut child: Child, grace: Duration) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 pub struct Cluster {
     /// The node namespace of an agent cluster (first, so it goes before the folder).
     pub net: Option<NodeNet>,
@@ -271,17 +285,8 @@ impl Cluster {
     }
 
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.server.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.server.take() {
+            stop_child(child, Duration::from_secs(15));
         }
     }
 

@@ -105,17 +105,8 @@ impl JoinedNode {
 
     /// Stops the agent: SIGTERM, then SIGKILL after 15 s. Its containers keep running.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.agent.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.agent.take() {
+            super::stop_child(child, Duration::from_secs(15));
         }
     }
 

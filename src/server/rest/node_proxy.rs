@@ -82,45 +82,6 @@ fn identity(state: &ApiState) -> Result<CertPair, ApiError> {
     .map_err(|err| ApiError::internal("issue the kubelet client certificate", &err))
 }
 
-/// Accepts any server certificate (see the module header).
-#[derive(Debug)]
-struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 fn tls_client(identity: &CertPair) -> Result<rustls::ClientConfig, ApiError> {
     let bad = |err: &dyn std::fmt::Display| ApiError::internal("load the kubelet client certificate", err);
     let certs: Vec<CertificateDer<'static>> =
@@ -131,7 +92,7 @@ fn tls_client(identity: &CertPair) -> Result<rustls::ClientConfig, ApiError> {
         .with_safe_default_protocol_versions()
         .map_err(|e| bad(&e))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+        .with_custom_certificate_verifier(Arc::new(crate::server::client::AcceptAnyServer(provider)))
         .with_client_auth_cert(certs, key)
         .map_err(|e| bad(&e))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
