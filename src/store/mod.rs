@@ -18,6 +18,7 @@ mod membership;
 mod mvcc;
 mod network;
 mod proposer;
+mod read_index;
 mod rpc;
 pub mod snapshot;
 mod state_machine;
@@ -105,14 +106,22 @@ impl StoreConfig {
 }
 
 /// A connection to the current leader, for forwarded writes and read indexes.
+/// This member's connections to the leader, one for read indexes and one for
+/// everything else, so that reads never queue behind a forwarded write's fsync.
 struct Peers {
     network: network::Network,
-    client: tokio::sync::Mutex<Option<(NodeId, network::PeerClient)>>,
+    writes: tokio::sync::Mutex<Option<(NodeId, network::PeerClient)>>,
+    reads: tokio::sync::Mutex<Option<(NodeId, network::PeerClient)>>,
 }
 
 impl Peers {
+    fn new(network: network::Network) -> Peers {
+        Peers { network, writes: tokio::sync::Mutex::default(), reads: tokio::sync::Mutex::default() }
+    }
+
     async fn call(&self, leader: NodeId, addr: &str, req: rpc::RpcRequest) -> Result<rpc::RpcResponse, StoreError> {
-        let mut client = self.client.lock().await;
+        let lane = if matches!(req, rpc::RpcRequest::ReadIndex) { &self.reads } else { &self.writes };
+        let mut client = lane.lock().await;
         if client.as_ref().is_none_or(|(id, _)| *id != leader) {
             *client = Some((leader, self.network.client(leader, addr)));
         }
@@ -198,6 +207,8 @@ struct Inner {
     proposer: RaftProposer,
     /// Queue of the group-commit proposer.
     proposals: tokio::sync::mpsc::Sender<(LogTxn, proposer::Reply)>,
+    /// Shares read-index rounds among concurrent linearizable reads.
+    reads: Arc<read_index::Coalescer>,
     /// The log's flusher; it ends after Raft dropped the log store.
     flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -285,9 +296,10 @@ impl Store {
                 proposer: RaftProposer {
                     raft: raft.clone(),
                     health: health.clone(),
-                    peers: Arc::new(Peers { network, client: tokio::sync::Mutex::new(None) }),
+                    peers: Arc::new(Peers::new(network)),
                 },
                 flusher: Mutex::new(Some(flusher)),
+                reads: Arc::default(),
             }),
         };
         if config.peer.is_none() {
@@ -351,7 +363,20 @@ impl Store {
 
     /// Waits until this member's state machine reflects every write committed
     /// before the call (Raft read index).
+    /// Concurrent callers share rounds ([`read_index::Coalescer`]).
     async fn read_barrier(&self) -> Result<(), StoreError> {
+        let store = self.clone();
+        self.inner
+            .reads
+            .wait(move || {
+                let store = store.clone();
+                async move { store.read_barrier_round().await }
+            })
+            .await
+    }
+
+    /// One read-index round.
+    async fn read_barrier_round(&self) -> Result<(), StoreError> {
         use openraft::error::CheckIsLeaderError;
         match self.inner.raft.ensure_linearizable().await {
             Ok(_) => Ok(()),

@@ -65,7 +65,7 @@ pub async fn run<P: Propose>(proposer: P, mut rx: mpsc::Receiver<(LogTxn, Reply)
 }
 
 /// One failure reported to every transaction of the batch.
-fn clone_error(e: &StoreError) -> StoreError {
+pub(super) fn clone_error(e: &StoreError) -> StoreError {
     match e {
         StoreError::Compacted { requested, compacted } => {
             StoreError::Compacted { requested: *requested, compacted: *compacted }
