@@ -20,12 +20,28 @@ enum Command {
     Token(kube::server::token_cmd::TokenArgs),
     /// Check the cluster's certificates or rotate them (server stopped).
     Certificate(kube::server::certificate_cmd::CertificateArgs),
+    /// Internal: create and start one container (run by the agent).
+    #[command(name = "container-start", hide = true)]
+    ContainerStart(kube::agent::runtime_start::StartArgs),
     /// Save, list, delete, prune and restore snapshots of the store (like `k3s etcd-snapshot`).
     Snapshot(kube::server::snapshot::cmd::SnapshotArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any thread exists: libcontainer clones this process.
+    if let Command::ContainerStart(args) = &cli.command {
+        return match kube::agent::runtime_start::run_helper(args) {
+            Ok(pid) => {
+                println!("{pid}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("cannot start container {}: {err}", args.id);
+                ExitCode::FAILURE
+            }
+        };
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -48,6 +64,7 @@ fn main() -> ExitCode {
             Command::Token(args) => kube::server::token_cmd::run(args).await,
             Command::Certificate(args) => kube::server::certificate_cmd::run(args).await,
             Command::Snapshot(args) => kube::server::snapshot::cmd::run(args).await,
+            Command::ContainerStart(_) => Ok(()),
         }
     });
     match result {

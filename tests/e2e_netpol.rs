@@ -91,12 +91,21 @@ fn network_policies_allow_and_deny_pod_traffic() {
     expect_reach(&cluster, "client", &web, "web", false, "with deny-ingress");
     expect_reach(&cluster, "intruder", &web, "web", false, "with deny-ingress");
     cluster.apply(&labelled_pod(&cluster, "probed", "web", &httpd("probed"), true));
-    cluster.wait_for(
-        "probed Ready under deny-ingress (probes come from the node)",
-        &["get", "pod", "probed", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
-        Duration::from_secs(60),
-        |out| out == "True",
-    );
+    let ready = "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.kubectl(&["get", "pod", "probed", "-o", ready]).stdout != b"True" {
+        if Instant::now() > deadline {
+            let pod = cluster.kubectl(&["get", "pod", "probed", "-o", "yaml"]);
+            let lines: Vec<String> =
+                cluster.log().lines().filter(|l| l.contains("probed")).map(str::to_string).collect();
+            panic!(
+                "probed not Ready under deny-ingress (probes come from the node):\n{}\n{}",
+                String::from_utf8_lossy(&pod.stdout),
+                lines.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // Policies add up: the client (by label, to the named port) gets in, the intruder does not.
     cluster.apply(ALLOW_CLIENT);

@@ -16,6 +16,7 @@ pub mod probe;
 pub mod reaper;
 pub mod remote;
 pub mod runtime;
+pub mod runtime_start;
 pub mod sandbox;
 pub mod servers;
 pub mod spec;

@@ -1,18 +1,17 @@
 //! The container runtime behind a narrow trait: `Libcontainer` runs OCI
-//! bundles in-process with youki's libcontainer (state under `<data>/run`);
+//! bundles with youki's libcontainer (state under `<data>/run`; containers
+//! start in a helper process, see `runtime_start`);
 //! `FakeRuntime` records calls for unit tests.
 
 use super::error::{AgentError, Result};
 use libcontainer::container::Container;
-use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::syscall::syscall::SyscallType;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 pub trait Runtime: Send + Sync {
     /// Creates and starts the container of `bundle`; returns the PID of its
-    /// init process (a child of this process).
+    /// init process (a child of this process, a subreaper).
     fn run(&self, id: &str, bundle: &Path, stdout: OwnedFd, stderr: OwnedFd) -> Result<i32>;
     /// Sends `signal` to the container's init process.
     fn kill(&self, id: &str, signal: nix::sys::signal::Signal) -> Result<()>;
@@ -24,12 +23,16 @@ pub trait Runtime: Send + Sync {
 
 pub struct Libcontainer {
     root: PathBuf,
+    /// The `kube` executable that runs `kube container-start`.
+    starter: PathBuf,
 }
 
 impl Libcontainer {
     pub fn new(root: PathBuf) -> Result<Libcontainer> {
         std::fs::create_dir_all(&root).map_err(AgentError::io("create runtime state folder", &root))?;
-        Ok(Libcontainer { root })
+        let starter = std::env::current_exe().map_err(AgentError::io("find the kube executable", &root))?;
+        super::runtime_start::become_subreaper()?;
+        Ok(Libcontainer { root, starter })
     }
 
     fn load(&self, id: &str) -> Option<Container> {
@@ -38,35 +41,12 @@ impl Libcontainer {
     }
 }
 
-fn runtime_err(id: &str) -> impl FnOnce(libcontainer::error::LibcontainerError) -> AgentError {
-    let id = id.to_string();
-    move |err| AgentError::Runtime { id, message: err.to_string() }
-}
-
 impl Runtime for Libcontainer {
     fn run(&self, id: &str, bundle: &Path, stdout: OwnedFd, stderr: OwnedFd) -> Result<i32> {
         if self.root.join(id).exists() {
             self.delete(id)?;
         }
-        let mut container = ContainerBuilder::new(id.to_string(), SyscallType::default())
-            .with_root_path(&self.root)
-            .map_err(runtime_err(id))?
-            .with_stdout(stdout)
-            .with_stderr(stderr)
-            .as_init(bundle)
-            .with_systemd(false)
-            .with_detach(true)
-            .build()
-            .map_err(runtime_err(id))?;
-        let pid = container
-            .pid()
-            .map(|p| p.as_raw())
-            .ok_or_else(|| AgentError::Runtime { id: id.to_string(), message: "created without a PID".into() })?;
-        if let Err(err) = container.start() {
-            let _ = container.delete(true);
-            return Err(runtime_err(id)(err));
-        }
-        Ok(pid)
+        super::runtime_start::start(&self.starter, &self.root, id, bundle, stdout, stderr)
     }
 
     fn kill(&self, id: &str, signal: nix::sys::signal::Signal) -> Result<()> {
