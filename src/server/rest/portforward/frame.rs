@@ -36,18 +36,52 @@ pub type Headers = Vec<(String, String)>;
 /// One SPDY frame, unpacked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
-    SynStream { stream_id: u32, associated: u32, priority: u8, flags: u8, headers: Headers },
-    SynReply { stream_id: u32, flags: u8, headers: Headers },
-    RstStream { stream_id: u32, status: u32 },
+    SynStream {
+        stream_id: u32,
+        associated: u32,
+        priority: u8,
+        flags: u8,
+        headers: Headers,
+    },
+    SynReply {
+        stream_id: u32,
+        flags: u8,
+        headers: Headers,
+    },
+    RstStream {
+        stream_id: u32,
+        status: u32,
+    },
     /// `(flags, id, value)` entries.
-    Settings { flags: u8, entries: Vec<(u8, u32, u32)> },
-    Ping { id: u32 },
-    GoAway { last_good: u32, status: u32 },
-    Headers { stream_id: u32, flags: u8, headers: Headers },
-    WindowUpdate { stream_id: u32, delta: u32 },
-    Data { stream_id: u32, flags: u8, data: Bytes },
+    Settings {
+        flags: u8,
+        entries: Vec<(u8, u32, u32)>,
+    },
+    Ping {
+        id: u32,
+    },
+    GoAway {
+        last_good: u32,
+        status: u32,
+    },
+    Headers {
+        stream_id: u32,
+        flags: u8,
+        headers: Headers,
+    },
+    WindowUpdate {
+        stream_id: u32,
+        delta: u32,
+    },
+    Data {
+        stream_id: u32,
+        flags: u8,
+        data: Bytes,
+    },
     /// A control frame type SPDY/3 does not define (to be ignored).
-    Unknown { kind: u16 },
+    Unknown {
+        kind: u16,
+    },
 }
 
 impl Frame {
@@ -447,11 +481,7 @@ mod tests {
         encoder.encode(&Frame::RstStream { stream_id: 3, status: 5 }, &mut wire).expect("rst");
         assert_eq!(
             &wire[..],
-            &hex(concat!(
-                "800300060000000400000001",
-                "0000000301000000",
-                "80030003000000080000000300000005"
-            ))[..]
+            &hex(concat!("800300060000000400000001", "0000000301000000", "80030003000000080000000300000005"))[..]
         );
     }
 

@@ -288,8 +288,13 @@ mod tests {
             });
             let incoming = tokio_stream_from(incoming);
             let server = tokio::spawn(serve(incoming, sink, target));
-            let client =
-                Client { to_server, from_server, encoder: Encoder::default(), decoder: Decoder::default(), buf: BytesMut::new() };
+            let client = Client {
+                to_server,
+                from_server,
+                encoder: Encoder::default(),
+                decoder: Decoder::default(),
+                buf: BytesMut::new(),
+            };
             (client, server)
         }
 

@@ -1,0 +1,174 @@
+//! End-to-end tests of `kubectl port-forward`: the real kubectl (SPDY
+//! tunnelled in WebSocket, its default since v1.31) forwards a local port in
+//! the node namespace to busybox httpd in a pod of the server's own agent;
+//! a forward to a closed port reports upstream's error. Needs root (agent
+//! cluster): skipped with a message otherwise, failed when KUBE_TEST_REQUIRE_ROOT=1.
+
+mod common;
+
+use common::agent::{AgentCluster, IMAGE, registry};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+fn can_run(test: &str) -> bool {
+    common::can_run(test, common::agent_unmet())
+}
+
+/// busybox httpd serving one page on 8080, Ready once the port is open.
+fn web_pod(node: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: web}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {registry}/{IMAGE}
+    command: [sh, -c, 'mkdir -p /www && echo hello-portforward > /www/index.html && exec httpd -f -p 8080 -h /www']
+    readinessProbe:
+      tcpSocket: {{port: 8080}}
+      periodSeconds: 1
+"#,
+        registry = registry(),
+    )
+}
+
+/// A running kubectl port-forward, stopped by PID when dropped (also when the test fails).
+struct Forward(Option<Child>);
+
+impl Forward {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("running")
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.take() {
+            common::stop_child(child, Duration::from_secs(5));
+        }
+    }
+}
+
+/// `kubectl port-forward pod/web <ports>` in the node namespace, its output
+/// in files under `dir`; `websockets: false` makes kubectl speak plain SPDY
+/// (its `KUBECTL_PORT_FORWARD_WEBSOCKETS=false`, as before v1.31).
+fn port_forward(cluster: &AgentCluster, ports: &str, dir: &Path, websockets: bool) -> Forward {
+    let out = std::fs::File::create(dir.join(format!("pf-{ports}.out"))).expect("stdout file");
+    let err = std::fs::File::create(dir.join(format!("pf-{ports}.err"))).expect("stderr file");
+    cluster
+        .client_command("kubectl")
+        .args(["port-forward", "pod/web", ports])
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env("HOME", cluster.dir.path())
+        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets.to_string())
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map(|child| Forward(Some(child)))
+        .expect("start kubectl port-forward")
+}
+
+fn output(dir: &Path, ports: &str) -> (String, String) {
+    let read = |ext: &str| std::fs::read_to_string(dir.join(format!("pf-{ports}.{ext}"))).unwrap_or_default();
+    (read("out"), read("err"))
+}
+
+/// Waits until kubectl listens on the local port.
+fn wait_forwarding(cluster: &AgentCluster, forward: &mut Forward, ports: &str, dir: &Path) {
+    let local = ports.split(':').next().unwrap_or_default();
+    let want = format!("Forwarding from 127.0.0.1:{local} -> ");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (out, err) = output(dir, ports);
+        if out.contains(&want) {
+            return;
+        }
+        if let Ok(Some(status)) = forward.child().try_wait() {
+            panic!("kubectl port-forward exited with {status}:\n{out}\n{err}\n{}", cluster.log_tail());
+        }
+        assert!(Instant::now() < deadline, "kubectl port-forward not listening:\n{out}\n{err}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `wget -qO- http://127.0.0.1:<port>/` from the node namespace (bounded by `timeout`).
+fn fetch(cluster: &AgentCluster, port: &str) -> std::process::Output {
+    let net = cluster.net.as_ref().expect("agent clusters have a node namespace");
+    net.node
+        .exec("timeout")
+        .args(["10", "busybox", "wget", "-qO-", &format!("http://127.0.0.1:{port}/")])
+        .output()
+        .expect("run wget")
+}
+
+#[test]
+fn port_forward_reaches_the_pod_and_reports_closed_ports() {
+    if !can_run("port_forward_reaches_the_pod_and_reports_closed_ports") {
+        return;
+    }
+    let cluster = AgentCluster::start();
+    cluster.apply(&web_pod(&cluster.node));
+    cluster.wait_for(
+        "web Ready",
+        &["get", "pod", "web", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
+        Duration::from_secs(90),
+        |out| out == "True",
+    );
+    let dir = cluster.dir.path().to_path_buf();
+
+    // Two connections through one port-forward, each gets the page: SPDY in
+    // WebSocket (kubectl's default), then plain SPDY (its fallback).
+    for (websockets, ports, log) in
+        [(true, "18080:8080", "port-forward (SPDY over WebSocket)"), (false, "18082:8080", "port-forward (SPDY)")]
+    {
+        let local = &ports[..5];
+        let mut forward = port_forward(&cluster, ports, &dir, websockets);
+        wait_forwarding(&cluster, &mut forward, ports, &dir);
+        for round in 1..=2 {
+            let got = fetch(&cluster, local);
+            let (out, err) = output(&dir, ports);
+            assert!(
+                got.status.success() && String::from_utf8_lossy(&got.stdout) == "hello-portforward\n",
+                "GET {round} through {ports}: {got:?}\nkubectl:\n{out}\n{err}\n{}",
+                cluster.log_tail()
+            );
+        }
+        let (out, _) = output(&dir, ports);
+        eprintln!("kubectl port-forward {ports} said:\n{out}");
+        assert_eq!(out.matches(&format!("Handling connection for {local}")).count(), 2, "kubectl said:\n{out}");
+        assert!(forward.child().try_wait().expect("poll kubectl").is_none(), "kubectl port-forward stopped on its own");
+        assert!(cluster.log().contains(log), "the server did not log {log:?}");
+        drop(forward);
+    }
+
+    // Nothing listens on 9999 in the pod: the error stream says so and kubectl gives up.
+    let mut forward = port_forward(&cluster, "18081:9999", &dir, true);
+    wait_forwarding(&cluster, &mut forward, "18081:9999", &dir);
+    let got = fetch(&cluster, "18081");
+    assert!(got.stdout.is_empty(), "a closed port served {:?}", String::from_utf8_lossy(&got.stdout));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exited = loop {
+        if let Some(status) = forward.child().try_wait().expect("poll kubectl") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (out, err) = output(&dir, "18081:9999");
+    eprintln!("kubectl port-forward to a closed port said:\n{out}{err}");
+    let uid = cluster.ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]);
+    let want = format!("error forwarding port 9999 to pod web_default, uid {uid}: failed to connect to localhost:9999");
+    assert!(err.contains(&want), "kubectl's errors lack {want:?}:\n{out}\n{err}");
+    assert!(err.contains("connect: connection refused"), "kubectl's errors:\n{err}");
+    match exited {
+        Some(status) => assert!(!status.success(), "kubectl exited 0 after the error:\n{err}"),
+        None => panic!("kubectl port-forward kept running after the error:\n{out}\n{err}"),
+    }
+}
