@@ -1,12 +1,14 @@
 //! End-to-end tests of `kubectl port-forward`: the real kubectl (SPDY
 //! tunnelled in WebSocket, its default since v1.31) forwards a local port in
-//! the node namespace to busybox httpd in a pod of the server's own agent;
-//! a forward to a closed port reports upstream's error. Needs root (agent
+//! the node namespace to busybox httpd in a pod of the server's own agent
+//! and in one on a joined node (through that node's agent); a forward to a
+//! closed port reports upstream's error. Needs root (agent
 //! cluster): skipped with a message otherwise, failed when KUBE_TEST_REQUIRE_ROOT=1.
 
 mod common;
 
 use common::agent::{AgentCluster, IMAGE, registry};
+use common::multinode::MultiNode;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -106,31 +108,29 @@ fn fetch(cluster: &AgentCluster, port: &str) -> std::process::Output {
         .expect("run wget")
 }
 
-#[test]
-fn port_forward_reaches_the_pod_and_reports_closed_ports() {
-    if !can_run("port_forward_reaches_the_pod_and_reports_closed_ports") {
-        return;
-    }
-    let cluster = AgentCluster::start();
-    cluster.apply(&web_pod(&cluster.node));
+/// Waits until the `web` pod is Running and Ready.
+fn wait_web_ready(cluster: &AgentCluster) {
     cluster.wait_for(
-        "web Ready",
-        &["get", "pod", "web", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
+        "web Running and Ready",
+        &["get", "pod", "web", "-o", "jsonpath={.status.phase} {.status.conditions[?(@.type==\"Ready\")].status}"],
         Duration::from_secs(90),
-        |out| out == "True",
+        |out| out == "Running True",
     );
-    let dir = cluster.dir.path().to_path_buf();
+}
 
-    // Two connections through one port-forward, each gets the page: SPDY in
-    // WebSocket (kubectl's default), then plain SPDY (its fallback).
-    for (websockets, ports, log) in
+/// Two connections through one port-forward get the page: SPDY in WebSocket
+/// (kubectl's default), then plain SPDY (its fallback). `agent_log` is the
+/// log of the agent that serves the pod, which says which way it was asked.
+fn serves_the_page(cluster: &AgentCluster, agent_log: &dyn Fn() -> String) {
+    let dir = cluster.dir.path().to_path_buf();
+    for (websockets, ports, said) in
         [(true, "18080:8080", "port-forward (SPDY over WebSocket)"), (false, "18082:8080", "port-forward (SPDY)")]
     {
         let local = &ports[..5];
-        let mut forward = port_forward(&cluster, ports, &dir, websockets);
-        wait_forwarding(&cluster, &mut forward, ports, &dir);
+        let mut forward = port_forward(cluster, ports, &dir, websockets);
+        wait_forwarding(cluster, &mut forward, ports, &dir);
         for round in 1..=2 {
-            let got = fetch(&cluster, local);
+            let got = fetch(cluster, local);
             let (out, err) = output(&dir, ports);
             assert!(
                 got.status.success() && String::from_utf8_lossy(&got.stdout) == "hello-portforward\n",
@@ -142,14 +142,17 @@ fn port_forward_reaches_the_pod_and_reports_closed_ports() {
         eprintln!("kubectl port-forward {ports} said:\n{out}");
         assert_eq!(out.matches(&format!("Handling connection for {local}")).count(), 2, "kubectl said:\n{out}");
         assert!(forward.child().try_wait().expect("poll kubectl").is_none(), "kubectl port-forward stopped on its own");
-        assert!(cluster.log().contains(log), "the server did not log {log:?}");
-        drop(forward);
+        assert!(agent_log().contains(said), "the agent did not log {said:?}");
     }
+}
 
-    // Nothing listens on 9999 in the pod: the error stream says so and kubectl gives up.
-    let mut forward = port_forward(&cluster, "18081:9999", &dir, true);
-    wait_forwarding(&cluster, &mut forward, "18081:9999", &dir);
-    let got = fetch(&cluster, "18081");
+/// Nothing listens on 9999 in the pod: the error stream says so, as
+/// upstream's runtimes word it, and kubectl gives up on the connection.
+fn reports_a_closed_port(cluster: &AgentCluster) {
+    let dir = cluster.dir.path().to_path_buf();
+    let mut forward = port_forward(cluster, "18081:9999", &dir, true);
+    wait_forwarding(cluster, &mut forward, "18081:9999", &dir);
+    let got = fetch(cluster, "18081");
     assert!(got.stdout.is_empty(), "a closed port served {:?}", String::from_utf8_lossy(&got.stdout));
     let deadline = Instant::now() + Duration::from_secs(15);
     let exited = loop {
@@ -171,4 +174,31 @@ fn port_forward_reaches_the_pod_and_reports_closed_ports() {
         Some(status) => assert!(!status.success(), "kubectl exited 0 after the error:\n{err}"),
         None => panic!("kubectl port-forward kept running after the error:\n{out}\n{err}"),
     }
+}
+
+#[test]
+fn port_forward_reaches_the_pod_and_reports_closed_ports() {
+    if !can_run("port_forward_reaches_the_pod_and_reports_closed_ports") {
+        return;
+    }
+    let cluster = AgentCluster::start();
+    cluster.apply(&web_pod(&cluster.node));
+    wait_web_ready(&cluster);
+    serves_the_page(&cluster, &|| cluster.log());
+    reports_a_closed_port(&cluster);
+}
+
+#[test]
+fn port_forward_reaches_a_pod_on_a_joined_node() {
+    if !can_run("port_forward_reaches_a_pod_on_a_joined_node") {
+        return;
+    }
+    let cluster = MultiNode::start(&["n2"]);
+    cluster.wait_all_ready(Duration::from_secs(90));
+    cluster.apply(&web_pod("n2"));
+    wait_web_ready(&cluster);
+    // API server → n2's agent (:10250), the upgraded connection spliced through.
+    serves_the_page(&cluster, &|| cluster.joined_logs());
+    assert!(cluster.log().contains("port-forward on another node"), "the server did not proxy to n2");
+    reports_a_closed_port(&cluster);
 }
