@@ -9,6 +9,7 @@ mod common;
 
 use common::agent::{AgentCluster, IMAGE, registry};
 use common::multinode::MultiNode;
+use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -17,7 +18,10 @@ fn can_run(test: &str) -> bool {
     common::can_run(test, common::agent_unmet())
 }
 
-/// busybox httpd serving one page on 8080, Ready once the port is open.
+/// Bytes of the large file the web pod serves (`/big`, random).
+const BIG: usize = 4 << 20;
+
+/// busybox httpd serving a page and a large random file on 8080, Ready once the port is open.
 fn web_pod(node: &str) -> String {
     format!(
         r#"apiVersion: v1
@@ -29,7 +33,7 @@ spec:
   containers:
   - name: main
     image: {registry}/{IMAGE}
-    command: [sh, -c, 'mkdir -p /www && echo hello-portforward > /www/index.html && exec httpd -f -p 8080 -h /www']
+    command: [sh, -c, 'mkdir -p /www && echo hello-portforward > /www/index.html && head -c {BIG} /dev/urandom > /www/big && exec httpd -f -p 8080 -h /www']
     readinessProbe:
       tcpSocket: {{port: 8080}}
       periodSeconds: 1
@@ -98,12 +102,12 @@ fn wait_forwarding(cluster: &AgentCluster, forward: &mut Forward, ports: &str, d
     }
 }
 
-/// `wget -qO- http://127.0.0.1:<port>/` from the node namespace (bounded by `timeout`).
-fn fetch(cluster: &AgentCluster, port: &str) -> std::process::Output {
+/// `wget -qO- http://127.0.0.1:<port><path>` from the node namespace (bounded by `timeout`).
+fn fetch(cluster: &AgentCluster, port: &str, path: &str) -> std::process::Output {
     let net = cluster.net.as_ref().expect("agent clusters have a node namespace");
     net.node
         .exec("timeout")
-        .args(["10", "busybox", "wget", "-qO-", &format!("http://127.0.0.1:{port}/")])
+        .args(["10", "busybox", "wget", "-qO-", &format!("http://127.0.0.1:{port}{path}")])
         .output()
         .expect("run wget")
 }
@@ -118,7 +122,7 @@ fn wait_web_ready(cluster: &AgentCluster) {
     );
 }
 
-/// Two connections through one port-forward get the page: SPDY in WebSocket
+/// Two connections through one port-forward get the page, a third the large file: SPDY in WebSocket
 /// (kubectl's default), then plain SPDY (its fallback). `agent_log` is the
 /// log of the agent that serves the pod, which says which way it was asked.
 fn serves_the_page(cluster: &AgentCluster, agent_log: &dyn Fn() -> String) {
@@ -130,7 +134,7 @@ fn serves_the_page(cluster: &AgentCluster, agent_log: &dyn Fn() -> String) {
         let mut forward = port_forward(cluster, ports, &dir, websockets);
         wait_forwarding(cluster, &mut forward, ports, &dir);
         for round in 1..=2 {
-            let got = fetch(cluster, local);
+            let got = fetch(cluster, local, "/");
             let (out, err) = output(&dir, ports);
             assert!(
                 got.status.success() && String::from_utf8_lossy(&got.stdout) == "hello-portforward\n",
@@ -138,9 +142,15 @@ fn serves_the_page(cluster: &AgentCluster, agent_log: &dyn Fn() -> String) {
                 cluster.log_tail()
             );
         }
+        // Many DATA frames: all of them arrive, in order.
+        let big = fetch(cluster, local, "/big");
+        assert!(big.status.success(), "GET /big through {ports}: {:?}", String::from_utf8_lossy(&big.stderr));
+        assert_eq!(big.stdout.len(), BIG, "GET /big through {ports}");
+        let digest: String = Sha256::digest(&big.stdout).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(cluster.ok(&["exec", "web", "--", "sha256sum", "/www/big"]), format!("{digest}  /www/big\n"));
         let (out, _) = output(&dir, ports);
         eprintln!("kubectl port-forward {ports} said:\n{out}");
-        assert_eq!(out.matches(&format!("Handling connection for {local}")).count(), 2, "kubectl said:\n{out}");
+        assert_eq!(out.matches(&format!("Handling connection for {local}")).count(), 3, "kubectl said:\n{out}");
         assert!(forward.child().try_wait().expect("poll kubectl").is_none(), "kubectl port-forward stopped on its own");
         assert!(agent_log().contains(said), "the agent did not log {said:?}");
     }
@@ -152,7 +162,7 @@ fn reports_a_closed_port(cluster: &AgentCluster) {
     let dir = cluster.dir.path().to_path_buf();
     let mut forward = port_forward(cluster, "18081:9999", &dir, true);
     wait_forwarding(cluster, &mut forward, "18081:9999", &dir);
-    let got = fetch(cluster, "18081");
+    let got = fetch(cluster, "18081", "/");
     assert!(got.stdout.is_empty(), "a closed port served {:?}", String::from_utf8_lossy(&got.stdout));
     let deadline = Instant::now() + Duration::from_secs(15);
     let exited = loop {

@@ -373,6 +373,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn uploads_reach_the_pod_and_a_fin_ends_its_input() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port().to_string();
+        let counter = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.expect("accept");
+            let mut all = Vec::new();
+            conn.read_to_end(&mut all).await.expect("read to EOF");
+            conn.write_all(all.len().to_string().as_bytes()).await.expect("write");
+            all
+        });
+        let (mut client, _server) = Client::start(loopback_target());
+        client.send(open(1, headers("error", &port, "0"))).await;
+        client.send(open(3, headers("data", &port, "0"))).await;
+        let sent: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        for chunk in sent.chunks(7_000) {
+            client.send(Frame::data(3, Bytes::copy_from_slice(chunk))).await;
+        }
+        client.send(Frame::fin(3)).await;
+        let mut reply = Vec::new();
+        let mut closed = 0;
+        while closed < 2 {
+            match client.next().await {
+                Frame::SynReply { .. } => {}
+                Frame::Data { stream_id: 3, flags: 0, data } => reply.extend_from_slice(&data),
+                Frame::Data { flags: frame::FLAG_FIN, .. } => closed += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(reply, b"200000");
+        assert_eq!(counter.await.expect("counter"), sent);
+    }
+
+    #[tokio::test]
     async fn a_refused_port_is_reported_on_the_error_stream() {
         let port = {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
