@@ -203,18 +203,30 @@ struct Pair {
     reset: CancellationToken,
 }
 
+/// How dialling the pair's port went.
+enum Dialled {
+    Connected(TcpStream),
+    /// The text for the error stream.
+    Failed(String),
+    /// The client reset the data stream first.
+    Reset,
+}
+
 /// Forwards one pair, then closes both streams.
 async fn forward(mut pair: Pair, out: mpsc::Sender<Frame>, target: Arc<Target>) {
     let port = pair.port;
+    let failed = |message: String| {
+        Dialled::Failed(format!("error forwarding port {port} to pod {}, uid {}: {message}", target.pod, target.uid))
+    };
     let dialled = match pair.bad_port.take() {
-        Some(message) => Err(message),
+        Some(message) => Dialled::Failed(message),
         None => tokio::select! {
-            dialled = (target.dial)(port) => dialled,
-            _ = pair.reset.cancelled() => Err(String::new()),
+            dialled = (target.dial)(port) => dialled.map_or_else(failed, Dialled::Connected),
+            _ = pair.reset.cancelled() => Dialled::Reset,
         },
     };
     match dialled {
-        Ok(tcp) => {
+        Dialled::Connected(tcp) => {
             tracing::debug!(pod = %target.pod, port, "forwarding a connection");
             let (mut from_pod, mut to_pod) = tcp.into_split();
             let mut input = pair.input;
@@ -245,9 +257,8 @@ async fn forward(mut pair: Pair, out: mpsc::Sender<Frame>, target: Arc<Target>) 
             }
             writer.abort();
         }
-        Err(message) if message.is_empty() => {}
-        Err(message) => {
-            let message = format!("error forwarding port {port} to pod {}, uid {}: {message}", target.pod, target.uid);
+        Dialled::Reset => {}
+        Dialled::Failed(message) => {
             tracing::info!(%message, "port-forward failed");
             let _ = out.send(Frame::data(pair.error, Bytes::from(message))).await;
         }
@@ -428,6 +439,23 @@ mod tests {
             message.starts_with(&format!("error forwarding port {port} to pod web_default, uid u1: dial tcp4")),
             "{message}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_bad_port_header_is_reported() {
+        let (mut client, _server) = Client::start(loopback_target());
+        client.send(open(1, headers("error", "http", "0"))).await;
+        client.send(open(3, headers("data", "http", "0"))).await;
+        loop {
+            match client.next().await {
+                Frame::SynReply { .. } => {}
+                Frame::Data { stream_id: 1, flags: 0, data } => {
+                    assert_eq!(&data[..], b"invalid port \"http\": ports must be 1 to 65535");
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
     }
 
     #[tokio::test]
