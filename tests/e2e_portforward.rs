@@ -2,7 +2,8 @@
 //! tunnelled in WebSocket, its default since v1.31) forwards a local port in
 //! the node namespace to busybox httpd in a pod of the server's own agent
 //! and in one on a joined node (through that node's agent); a forward to a
-//! closed port reports upstream's error. Needs root (agent
+//! closed port reports upstream's error. The official Python client forwards
+//! over the WebSocket channel protocol. Needs root (agent
 //! cluster): skipped with a message otherwise, failed when KUBE_TEST_REQUIRE_ROOT=1.
 
 mod common;
@@ -211,4 +212,80 @@ fn port_forward_reaches_a_pod_on_a_joined_node() {
     serves_the_page(&cluster, &|| cluster.joined_logs());
     assert!(cluster.log().contains("port-forward on another node"), "the server did not proxy to n2");
     reports_a_closed_port(&cluster);
+}
+
+/// The official Python client (`.cache/pyclient`, scripts/fetch-python-client.sh), if there is one.
+fn python() -> Option<std::path::PathBuf> {
+    let cache = std::env::var_os("KUBE_TEST_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache"));
+    let path = std::env::var_os("KUBE_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| cache.join("pyclient/bin/python"));
+    path.exists().then_some(path)
+}
+
+/// `kubernetes.stream.portforward` (the WebSocket channel protocol): an HTTP
+/// GET through port 8080, then what the error channel says about port 9999.
+const PYTHON_FORWARD: &str = r#"
+import sys
+from kubernetes import client, config
+from kubernetes.stream import portforward
+config.load_kube_config(sys.argv[1])
+api = client.CoreV1Api()
+def exchange(port, request):
+    pf = portforward(api.connect_get_namespaced_pod_portforward, "web", "default", ports=str(port))
+    sock = pf.socket(port)
+    sock.setblocking(True)
+    sock.sendall(request)
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    sock.close()
+    return data, pf.error(port)
+page, error = exchange(8080, b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
+print("body:", page.split(b"\r\n\r\n", 1)[-1].decode(), end="")
+print("error 8080:", error)
+_, error = exchange(9999, b"hello")
+print("error 9999:", error)
+"#;
+
+#[test]
+fn the_python_client_forwards_over_websocket_channels() {
+    let unmet = common::agent_unmet()
+        .or_else(|| python().is_none().then(|| "no Python client (scripts/fetch-python-client.sh)".to_string()));
+    if !common::can_run("the_python_client_forwards_over_websocket_channels", unmet) {
+        return;
+    }
+    let cluster = AgentCluster::start();
+    cluster.apply(&web_pod(&cluster.node));
+    wait_web_ready(&cluster);
+    let net = cluster.net.as_ref().expect("node namespace");
+    let out = net
+        .node
+        .exec("timeout")
+        .arg("60")
+        .arg(python().expect("python"))
+        .args(["-c", PYTHON_FORWARD])
+        .arg(&cluster.kubeconfig)
+        .env("HOME", cluster.dir.path())
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python failed:\n{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cluster.log_tail()
+    );
+    assert!(stdout.starts_with("body: hello-portforward\nerror 8080: None\n"), "{stdout}");
+    let uid = cluster.ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]);
+    let want = format!(
+        "error 9999: error forwarding port 9999 to pod web_default, uid {uid}: failed to connect to localhost:9999"
+    );
+    assert!(stdout.contains(&want) && stdout.contains("connection refused"), "{stdout}");
+    assert!(cluster.log().contains("port-forward (WebSocket channels)"), "the server did not log the channel protocol");
 }

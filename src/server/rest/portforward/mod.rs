@@ -2,9 +2,11 @@
 //! subprotocol `SPDY/3.1+portforward.k8s.io` and tunnels SPDY/3.1 frames in
 //! its binary messages; older clients (and kubectl's fallback) upgrade the
 //! HTTP connection to `SPDY/3.1` with `X-Stream-Protocol-Version:
-//! portforward.k8s.io`. Both end in the same [`session`]. Pods on other
+//! portforward.k8s.io`. Both end in the same [`session`]. Client libraries
+//! use the WebSocket channel protocol instead ([`channels`]). Pods on other
 //! nodes are proxied to their agent's `/portForward/{ns}/{pod}`.
 
+pub mod channels;
 pub mod frame;
 pub mod session;
 
@@ -33,7 +35,7 @@ pub async fn portforward(call: Call, mut parts: Parts) -> Result<Response, ApiEr
     check_running(&pod)?;
     if let Some(agent) = super::node_proxy::remote_agent(&call.state, &pod).await? {
         let namespace = call.namespace().unwrap_or("default");
-        let path = format!("/portForward/{namespace}/{}", call.name());
+        let path = format!("/portForward/{namespace}/{}?{}", call.name(), parts.uri.query().unwrap_or_default());
         tracing::info!(pod = %call.name(), %agent, "port-forward on another node");
         return super::node_proxy::upgrade(&call.state, agent, &path, &mut parts).await;
     }
@@ -87,9 +89,7 @@ pub async fn accept(parts: &mut Parts, target: session::Target) -> Result<Respon
         .await
         .map_err(|rejection| ApiError::bad_request(format!("Upgrade request required: {rejection}")))?;
     if !header_has(parts, http::header::SEC_WEBSOCKET_PROTOCOL, TUNNEL_PROTOCOL) {
-        return Err(ApiError::bad_request(format!(
-            "requested protocol(s) are not supported; this server supports port-forward only as {TUNNEL_PROTOCOL:?} (WebSocket) or SPDY/3.1"
-        )));
+        return channel_protocol(parts, upgrade, target);
     }
     tracing::info!(pod = %target.pod, "port-forward (SPDY over WebSocket)");
     Ok(upgrade.protocols([TUNNEL_PROTOCOL]).on_upgrade(move |socket| async move {
@@ -105,6 +105,29 @@ pub async fn accept(parts: &mut Parts, target: session::Target) -> Result<Respon
             .with(|bytes: Bytes| futures::future::ready(Ok::<_, std::io::Error>(Message::Binary(bytes))));
         session::serve(incoming, outgoing, target).await;
     }))
+}
+
+/// The WebSocket channel protocol (`v4.channel.k8s.io` or none) with the `ports` query.
+fn channel_protocol(parts: &Parts, upgrade: WebSocketUpgrade, target: session::Target) -> Result<Response, ApiError> {
+    let requested: Vec<&str> = parts
+        .headers
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(str::trim))
+        .filter(|p| !p.is_empty())
+        .collect();
+    let v4 = requested.contains(&channels::V4);
+    if !requested.is_empty() && !v4 {
+        return Err(ApiError::bad_request(format!(
+            "requested protocol(s) are not supported: {requested:?}; supports [{TUNNEL_PROTOCOL:?}, {:?}]",
+            channels::V4
+        )));
+    }
+    let ports = channels::ports(parts.uri.query().unwrap_or_default()).map_err(ApiError::bad_request)?;
+    tracing::info!(pod = %target.pod, ?ports, "port-forward (WebSocket channels)");
+    let upgrade = if v4 { upgrade.protocols([channels::V4]) } else { upgrade };
+    Ok(upgrade.on_upgrade(move |socket| channels::serve(socket, ports, target)))
 }
 
 /// The plain SPDY/3.1 upgrade: 101, then SPDY frames on the connection itself.
