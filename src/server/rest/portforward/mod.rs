@@ -67,6 +67,7 @@ pub fn target(pod: &Value, streams: Arc<dyn ContainerStreams>) -> session::Targe
         dial,
         pod: format!("{}_{}", text("/metadata/name"), text("/metadata/namespace")),
         uid: text("/metadata/uid"),
+        pair_timeout: session::PAIR_TIMEOUT,
     }
 }
 

@@ -11,6 +11,7 @@ use futures::future::BoxFuture;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -26,7 +27,12 @@ pub struct Target {
     /// `<name>_<namespace>`, as upstream's messages name the pod.
     pub pod: String,
     pub uid: String,
+    /// How long half of a pair waits for its other half ([`PAIR_TIMEOUT`]).
+    pub pair_timeout: Duration,
 }
+
+/// Upstream's default stream creation timeout.
+pub const PAIR_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How much of the pod's output goes into one DATA frame.
 const CHUNK: usize = 32 * 1024;
@@ -36,8 +42,8 @@ const OUTGOING: usize = 64;
 const INCOMING: usize = 16;
 
 /// One half of a pair, until its other half arrives.
-#[derive(Default)]
 struct Pending {
+    since: Instant,
     error: Option<u32>,
     data: Option<(u32, u16, mpsc::Receiver<Bytes>)>,
     bad_port: Option<String>,
@@ -79,7 +85,16 @@ where
     let mut pending: HashMap<String, Pending> = HashMap::new();
     let mut data_streams: HashMap<u32, DataStream> = HashMap::new();
     let target = Arc::new(target);
-    'read: while let Some(Ok(chunk)) = incoming.next().await {
+    let mut sweep = tokio::time::interval((target.pair_timeout / 4).max(Duration::from_millis(50)));
+    'read: loop {
+        let chunk = tokio::select! {
+            chunk = incoming.next() => chunk,
+            _ = sweep.tick() => {
+                expire(&mut pending, target.pair_timeout, &tx).await;
+                continue;
+            }
+        };
+        let Some(Ok(chunk)) = chunk else { break };
         buf.extend_from_slice(&chunk);
         loop {
             let frame = match decoder.decode(&mut buf) {
@@ -101,7 +116,12 @@ where
                         let _ = tx.send(Frame::RstStream { stream_id, status: frame::PROTOCOL_ERROR }).await;
                         continue;
                     };
-                    let entry = pending.entry(opened.request.clone()).or_default();
+                    let entry = pending.entry(opened.request.clone()).or_insert_with(|| Pending {
+                        since: Instant::now(),
+                        error: None,
+                        data: None,
+                        bad_port: None,
+                    });
                     if opened.data {
                         let (input, rx_data) = mpsc::channel(INCOMING);
                         let reset = session.child_token();
@@ -118,7 +138,7 @@ where
                     }
                     let complete = entry.error.is_some() && entry.data.is_some();
                     if complete
-                        && let Some(Pending { error: Some(error), data: Some((data, port, input)), bad_port }) =
+                        && let Some(Pending { error: Some(error), data: Some((data, port, input)), bad_port, .. }) =
                             pending.remove(&opened.request)
                     {
                         let reset = data_streams.get(&data).map(|d| d.reset.clone()).unwrap_or_default();
@@ -161,6 +181,25 @@ where
     session.cancel();
     drop(tx);
     let _ = writer.await;
+}
+
+/// Drops half pairs older than `timeout`, telling the client on the error
+/// stream as upstream does, and closes their streams.
+async fn expire(pending: &mut HashMap<String, Pending>, timeout: Duration, tx: &mpsc::Sender<Frame>) {
+    let expired: Vec<String> =
+        pending.iter().filter(|(_, p)| p.since.elapsed() >= timeout).map(|(k, _)| k.clone()).collect();
+    for request in expired {
+        let Some(half) = pending.remove(&request) else { continue };
+        tracing::info!(%request, "port-forward timed out waiting for streams");
+        if let Some(error) = half.error {
+            let text = format!("(request={request}) timed out waiting for streams");
+            let _ = tx.send(Frame::data(error, Bytes::from(text))).await;
+            let _ = tx.send(Frame::fin(error)).await;
+        }
+        if let Some((data, _, _)) = half.data {
+            let _ = tx.send(Frame::fin(data)).await;
+        }
+    }
 }
 
 /// What a SYN_STREAM's headers say.
@@ -344,7 +383,7 @@ mod tests {
                 TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| format!("dial tcp4 127.0.0.1:{port}: {e}"))
             })
         });
-        Target { dial, pod: "web_default".into(), uid: "u1".into() }
+        Target { dial, pod: "web_default".into(), uid: "u1".into(), pair_timeout: Duration::from_millis(300) }
     }
 
     #[tokio::test]
@@ -456,6 +495,16 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_half_pair_times_out_with_a_message() {
+        let (mut client, _server) = Client::start(loopback_target());
+        client.send(open(1, headers("error", "80", "4"))).await;
+        assert!(matches!(client.next().await, Frame::SynReply { stream_id: 1, .. }));
+        let Frame::Data { stream_id: 1, flags: 0, data } = client.next().await else { panic!("an error message") };
+        assert_eq!(&data[..], b"(request=4) timed out waiting for streams");
+        assert_eq!(client.next().await, Frame::fin(1));
     }
 
     #[tokio::test]
