@@ -197,6 +197,16 @@ fn port_forward_reaches_the_pod_and_reports_closed_ports() {
     wait_web_ready(&cluster);
     serves_the_page(&cluster, &|| cluster.log());
     reports_a_closed_port(&cluster);
+
+    // RBAC: port-forward is `create pods/portforward`, which `view` does not grant.
+    cluster.ok(&["create", "clusterrolebinding", "viewer", "--clusterrole=view", "--user=viewer"]);
+    let refused = cluster.kubectl(&["port-forward", "--as=viewer", "pod/web", "18083:8080"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "a viewer port-forwarded: {refused:?}");
+    assert!(
+        err.contains("pods \"web\" is forbidden: User \"viewer\" cannot create resource \"pods/portforward\""),
+        "{err}"
+    );
 }
 
 #[test]
