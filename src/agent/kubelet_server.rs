@@ -1,7 +1,9 @@
 //! The agent's own HTTPS API (the kubelet port, 10250): `GET
-//! /containerLogs/{ns}/{pod}/{container}` and `/exec/{ns}/{pod}/{container}`
-//! (WebSocket, the channel protocol the API server speaks to kubectl), which
-//! the API server proxies `pods/log` and `pods/exec` of this node's pods to.
+//! /containerLogs/{ns}/{pod}/{container}`, `/exec/{ns}/{pod}/{container}`
+//! (WebSocket, the channel protocol the API server speaks to kubectl) and
+//! `/portForward/{ns}/{pod}` (SPDY, tunnelled in WebSocket or not), which the
+//! API server proxies `pods/log`, `pods/exec` and `pods/portforward` of this
+//! node's pods to.
 //! Only the API server may call it: a client certificate signed by the
 //! cluster CA naming `kube-apiserver-kubelet-client`; anything else gets 401/403.
 //! The serving certificate is self-signed, as upstream's kubelet does without
@@ -14,6 +16,7 @@ use crate::server::error::ApiError;
 use crate::server::listener::{self, PeerIdentity, TlsMaterial};
 use crate::server::rest::exec as rest_exec;
 use crate::server::rest::node_proxy::{DEFAULT_KUBELET_PORT, KUBELET_CLIENT_USER};
+use crate::server::rest::portforward as rest_portforward;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -113,10 +116,29 @@ async fn exec(
     )
 }
 
+async fn port_forward(
+    State(served): State<Served>,
+    Path((namespace, name)): Path<(String, String)>,
+    request: axum::extract::Request,
+) -> Response {
+    let (mut parts, _) = request.into_parts();
+    to_response(
+        async {
+            authorize(&parts)?;
+            let pod = pod(&served, &namespace, &name).await?;
+            rest_portforward::check_running(&pod)?;
+            tracing::info!(pod = %name, "port-forward for the API server");
+            rest_portforward::accept(&mut parts, rest_portforward::target(&pod, served.streams.clone())).await
+        }
+        .await,
+    )
+}
+
 fn router(served: Served) -> Router {
     Router::new()
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
         .route("/exec/{namespace}/{pod}/{container}", get(exec).post(exec))
+        .route("/portForward/{namespace}/{pod}", get(port_forward).post(port_forward))
         .with_state(served)
 }
 

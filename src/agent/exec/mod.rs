@@ -3,6 +3,7 @@
 //! and its local implementation that joins the container with libcontainer's
 //! tenant builder (same namespaces, cgroup, user, env, working dir).
 
+mod dial;
 mod session;
 mod spawn;
 
@@ -65,6 +66,9 @@ pub trait ContainerStreams: Send + Sync {
     fn exec(&self, pod: &Value, request: ExecRequest) -> BoxFuture<'static, Result<Session, ExecError>>;
     /// Checks, without running anything, that `container` of `pod` is running.
     fn check_running(&self, pod: &Value, container: &str) -> Result<(), ExecError>;
+    /// A TCP connection to `port` of `pod`'s network (`kubectl port-forward`);
+    /// the error is upstream-like text for the port-forward error stream.
+    fn dial(&self, pod: &Value, port: u16) -> BoxFuture<'static, Result<tokio::net::TcpStream, String>>;
 }
 
 /// The `ContainerStreams` of this process's own agent: finds the container
@@ -119,6 +123,13 @@ impl ContainerStreams for LocalStreams {
     fn check_running(&self, pod: &Value, container: &str) -> Result<(), ExecError> {
         let (key, uid) = pod_identity(pod);
         self.running_id(&key, &uid, container).map(|_| ())
+    }
+
+    fn dial(&self, pod: &Value, port: u16) -> BoxFuture<'static, Result<tokio::net::TcpStream, String>> {
+        let (_, uid) = pod_identity(pod);
+        let netns = (!super::sandbox::host_network(pod)).then(|| self.data_dir.join("netns").join(uid));
+        let ip = pod.pointer("/status/podIP").and_then(Value::as_str).unwrap_or_default().to_string();
+        Box::pin(dial::dial(netns, ip, port))
     }
 }
 

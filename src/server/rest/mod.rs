@@ -13,6 +13,7 @@ mod field_validation;
 pub(crate) mod node_proxy;
 mod objects;
 mod patch;
+pub(crate) mod portforward;
 mod read;
 mod scale;
 mod services;
@@ -106,8 +107,8 @@ async fn dispatch(state: ApiState, request: Request) -> Result<Response, ApiErro
     }
     super::authz::authorize(&state, &user, &info, &resource).await?;
     let negotiated = Negotiated::from_headers(&parts.headers);
-    if matches!(info.subresource.as_deref(), Some("exec" | "attach")) && resource.kind == "Pod" {
-        let attach = info.subresource.as_deref() == Some("attach");
+    if matches!(info.subresource.as_deref(), Some("exec" | "attach" | "portforward")) && resource.kind == "Pod" {
+        let sub = info.subresource.clone();
         let call = Call {
             state,
             info,
@@ -119,7 +120,11 @@ async fn dispatch(state: ApiState, request: Request) -> Result<Response, ApiErro
             signer: None,
             conversion: None,
         };
-        return if attach { attach::attach(call, parts).await } else { exec::exec(call, parts).await };
+        return match sub.as_deref() {
+            Some("attach") => attach::attach(call, parts).await,
+            Some("portforward") => portforward::portforward(call, parts).await,
+            _ => exec::exec(call, parts).await,
+        };
     }
     let body = read_body(body).await?;
     let signer = parts.extensions.get::<Arc<super::authn::serviceaccount::TokenSigner>>().cloned();

@@ -1,10 +1,10 @@
-//! `pods/log` and `pods/exec` for pods on other nodes: the API server
+//! `pods/log`, `pods/exec` and `pods/portforward` for pods on other nodes: the API server
 //! forwards the request to the node's agent (its kubelet port, Node
 //! `status.daemonEndpoints.kubeletEndpoint.Port`, on its InternalIP) over
 //! HTTPS, authenticating with the `kube-apiserver-kubelet-client` client
 //! certificate signed by the cluster CA, and streams the answer back. Exec
-//! upgrades are spliced byte for byte (as upstream's upgrade-aware proxy
-//! does), so the WebSocket session is between kubectl and the agent.
+//! and port-forward upgrades are spliced byte for byte (as upstream's
+//! upgrade-aware proxy does), so the session is between kubectl and the agent.
 //! Like upstream's default (no `--kubelet-certificate-authority`), the
 //! agent's serving certificate is not verified.
 
