@@ -23,6 +23,9 @@ enum Command {
     /// Internal: create and start one container (run by the agent).
     #[command(name = "container-start", hide = true)]
     ContainerStart(kube::agent::runtime_start::StartArgs),
+    /// Internal: start one process in a running container (run by the agent).
+    #[command(name = "container-exec", hide = true)]
+    ContainerExec(kube::agent::exec::tenant::TenantArgs),
     /// Save, list, delete, prune and restore snapshots of the store (like `k3s etcd-snapshot`).
     Snapshot(kube::server::snapshot::cmd::SnapshotArgs),
 }
@@ -41,6 +44,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    if let Command::ContainerExec(args) = &cli.command {
+        return if kube::agent::exec::tenant::run_helper(args) { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
@@ -64,7 +70,7 @@ fn main() -> ExitCode {
             Command::Token(args) => kube::server::token_cmd::run(args).await,
             Command::Certificate(args) => kube::server::certificate_cmd::run(args).await,
             Command::Snapshot(args) => kube::server::snapshot::cmd::run(args).await,
-            Command::ContainerStart(_) => Ok(()),
+            Command::ContainerStart(_) | Command::ContainerExec(_) => Ok(()),
         }
     });
     match result {

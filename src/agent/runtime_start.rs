@@ -51,21 +51,7 @@ pub fn start(exe: &Path, root: &Path, id: &str, bundle: &Path, stdout: OwnedFd, 
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            // Above 10 first, so that dup2 onto 3 and 4 never meets its own source.
-            let (high_out, high_err) = (libc::fcntl(out, libc::F_DUPFD, 10), libc::fcntl(err, libc::F_DUPFD, 10));
-            if high_out < 0
-                || high_err < 0
-                || libc::dup2(high_out, STDOUT_FD) < 0
-                || libc::dup2(high_err, STDERR_FD) < 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    pass_fds(&mut command, [(out, STDOUT_FD), (err, STDERR_FD)]);
     let failed = |message: String| AgentError::Runtime { id: id.to_string(), message };
     let output = command.output().map_err(|err| failed(format!("cannot run {}: {err}", exe.display())))?;
     drop((stdout, stderr));
@@ -75,6 +61,30 @@ pub fn start(exe: &Path, root: &Path, id: &str, bundle: &Path, stdout: OwnedFd, 
     }
     let text = String::from_utf8_lossy(&output.stdout);
     text.trim().parse().map_err(|_| failed(format!("the container starter printed {text:?}, not a PID")))
+}
+
+/// Makes the child of `command` get `fds` (ours, theirs) at the given numbers.
+/// The caller keeps ours open until the child started.
+pub(crate) fn pass_fds<const N: usize>(command: &mut Command, fds: [(i32, i32); N]) {
+    // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            // Above 10 first, so that no dup2 meets a source it already replaced.
+            let mut high = [0; N];
+            for (slot, (ours, _)) in high.iter_mut().zip(fds) {
+                *slot = libc::fcntl(ours, libc::F_DUPFD, 10);
+                if *slot < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (fd, (_, theirs)) in high.into_iter().zip(fds) {
+                if libc::dup2(fd, theirs) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
 }
 
 /// The helper's work: build and start the container; prints the init's PID.
@@ -103,7 +113,7 @@ pub fn run_helper(args: &StartArgs) -> std::result::Result<i32, String> {
 /// Reaps this process's children other than the container's init (the
 /// intermediate process libcontainer leaves as a zombie), waiting up to a
 /// second for them to exit, so none is reparented to the agent unreaped.
-fn reap_intermediates(init: i32) {
+pub(crate) fn reap_intermediates(init: i32) {
     let me = std::process::id();
     let children_file = format!("/proc/{me}/task/{me}/children");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);

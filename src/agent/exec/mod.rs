@@ -6,6 +6,7 @@
 mod dial;
 mod session;
 mod spawn;
+pub mod tenant;
 
 pub use session::Session;
 

@@ -1,13 +1,11 @@
 //! Starts one process inside a running container with libcontainer's tenant
-//! builder (as `youki exec` does): the container's own process spec (user,
+//! builder (as `youki exec` does, in the `tenant` helper process): the
+//! container's own process spec (user,
 //! capabilities, env, cwd) with the requested command, stdio on pipes, or on
 //! a pty made inside the container and handed back over a console socket.
 
-use super::{ExecError, ExecRequest, TerminalSize};
+use super::{ExecError, ExecRequest};
 use libcontainer::container::Container;
-use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::syscall::syscall::SyscallType;
-use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError, default};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use serde_json::{Value, json};
 use std::io::IoSliceMut;
@@ -84,19 +82,21 @@ pub fn spawn(runtime_root: &Path, id: &str, request: &ExecRequest) -> Result<Spa
     std::fs::write(&process_path.0, serde_json::to_vec(&process_spec(&config, request)).unwrap_or_default())
         .map_err(io_err(format!("write {}", process_path.0.display())))?;
 
-    let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
-        .with_root_path(runtime_root)
-        .map_err(|err| spawn_err(err.to_string()))?;
+    let mut args = super::tenant::TenantArgs {
+        root: runtime_root.to_path_buf(),
+        id: id.to_string(),
+        process: process_path.0.clone(),
+        console_socket: None,
+        terminal_size: None,
+    };
     let mut ours = Spawned { pid: 0, stdin: None, stdout: None, stderr: None, pty: None };
     // A short path: unix socket paths are limited to 108 bytes.
-    let console = if request.tty {
+    let (console, stdio) = if request.tty {
         let path = std::env::temp_dir().join(format!("kube-exec-{unique}.sock"));
         let listener = UnixListener::bind(&path).map_err(io_err(format!("listen on {}", path.display())))?;
-        builder = builder.with_console_socket(Some(&path));
-        if let Some(size) = request.terminal_size {
-            builder = builder.with_executor(SizedTerminal { size });
-        }
-        Some((listener, TempFile(path)))
+        args.console_socket = Some(path.clone());
+        args.terminal_size = request.terminal_size.map(|size| vec![size.width, size.height]);
+        (Some((listener, TempFile(path))), None)
     } else {
         let (stdin, theirs) = if request.stdin {
             let (r, w) = pipe()?;
@@ -114,19 +114,12 @@ pub fn spawn(runtime_root: &Path, id: &str, request: &ExecRequest) -> Result<Spa
         };
         let (stdout, out_w) = output(request.stdout)?;
         let (stderr, err_w) = output(request.stderr)?;
-        builder = builder.with_stdin(theirs).with_stdout(out_w).with_stderr(err_w);
         ours.stdin = stdin;
         ours.stdout = stdout;
         ours.stderr = stderr;
-        None
+        (None, Some((theirs, out_w, err_w)))
     };
-    let pid = builder
-        .as_tenant()
-        .with_process(Some(&process_path.0))
-        .with_detach(request.tty)
-        .build()
-        .map_err(|err| spawn_err(err.to_string()))?;
-    ours.pid = pid.as_raw();
+    ours.pid = super::tenant::start(&args, stdio)?;
     if let Some((listener, _path)) = console {
         match receive_pty(&listener) {
             Ok(master) => ours.pty = Some(master),
@@ -139,27 +132,6 @@ pub fn spawn(runtime_root: &Path, id: &str, request: &ExecRequest) -> Result<Spa
         }
     }
     Ok(ours)
-}
-
-/// Runs the process like libcontainer's default executor, after giving its
-/// terminal (already on stdin) the size kubectl's terminal has, so the
-/// command never sees a 0x0 terminal.
-#[derive(Clone)]
-struct SizedTerminal {
-    size: TerminalSize,
-}
-
-impl Executor for SizedTerminal {
-    fn exec(&self, spec: &libcontainer::oci_spec::runtime::Spec) -> Result<(), ExecutorError> {
-        let winsize = libc::winsize { ws_row: self.size.height, ws_col: self.size.width, ws_xpixel: 0, ws_ypixel: 0 };
-        // SAFETY: TIOCSWINSZ reads one `winsize` from the pointer, which outlives the call.
-        unsafe { libc::ioctl(0, libc::TIOCSWINSZ, &winsize) };
-        default::get_executor().exec(spec)
-    }
-
-    fn validate(&self, spec: &libcontainer::oci_spec::runtime::Spec) -> Result<(), ExecutorValidationError> {
-        default::get_executor().validate(spec)
-    }
 }
 
 fn fastrand_suffix() -> String {
