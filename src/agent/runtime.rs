@@ -30,7 +30,7 @@ pub struct Libcontainer {
 impl Libcontainer {
     pub fn new(root: PathBuf) -> Result<Libcontainer> {
         std::fs::create_dir_all(&root).map_err(AgentError::io("create runtime state folder", &root))?;
-        let starter = std::env::current_exe().map_err(AgentError::io("find the kube executable", &root))?;
+        let starter = PathBuf::from(super::runtime_start::SELF_EXE);
         super::runtime_start::become_subreaper()?;
         Ok(Libcontainer { root, starter })
     }

@@ -15,6 +15,9 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// The running executable, even after its file was replaced by an upgrade.
+pub const SELF_EXE: &str = "/proc/self/exe";
+
 /// The hidden subcommand's name.
 pub const SUBCOMMAND: &str = "container-start";
 const STDOUT_FD: i32 = 3;

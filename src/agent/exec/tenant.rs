@@ -43,7 +43,7 @@ pub type Stdio3 = (OwnedFd, OwnedFd, OwnedFd);
 /// Runs the helper for `args`; the started process's PID.
 pub fn start(args: &TenantArgs, stdio: Option<Stdio3>) -> Result<i32, ExecError> {
     let failed = |message: String| ExecError::Spawn { container: args.id.clone(), message };
-    let exe = std::env::current_exe().map_err(|err| failed(format!("cannot find the kube executable: {err}")))?;
+    let exe = crate::agent::runtime_start::SELF_EXE;
     let (mut report, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map(|(r, w)| (std::fs::File::from(r), w))
         .map_err(|err| failed(format!("cannot create a pipe: {err}")))?;
