@@ -19,6 +19,7 @@ pub mod runtime;
 pub mod sandbox;
 pub mod servers;
 pub mod spec;
+pub mod stats;
 pub mod status;
 
 pub use error::AgentError;

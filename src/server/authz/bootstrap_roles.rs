@@ -106,6 +106,11 @@ pub fn objects() -> (Vec<Value>, Vec<Value>) {
         &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
     ));
     admin.push(rule(&["authorization.k8s.io"], &["localsubjectaccessreviews"], &["create"]));
+    // metrics-server's `system:aggregated-metrics-reader`, aggregated to view, edit and admin.
+    let metrics = rule(&["metrics.k8s.io"], &["pods", "nodes"], &["get", "list", "watch"]);
+    for role in [&mut view, &mut edit, &mut admin] {
+        role.push(metrics.clone());
+    }
     let roles = vec![
         role("cluster-admin", vec![rule(&["*"], &["*"], &["*"]), json!({"nonResourceURLs": ["*"], "verbs": ["*"]})]),
         role(
