@@ -25,6 +25,15 @@ impl KindStrategy for HorizontalPodAutoscalerStrategy {
 
     fn default(&self, obj: &mut Value) {
         set_default(obj, &["spec", "minReplicas"], json!(1));
+        // Upstream's default metric: 80 % CPU utilisation.
+        let no_metrics = obj.pointer("/spec/metrics").and_then(Value::as_array).is_none_or(|m| m.is_empty());
+        if no_metrics && let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert(
+                "metrics".into(),
+                json!([{"type": "Resource", "resource": {"name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": 80}}}]),
+            );
+        }
     }
 
     fn prepare_for_create(&self, obj: &mut Value) {
