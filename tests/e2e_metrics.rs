@@ -40,9 +40,12 @@ fn top_shows_usage_and_the_autoscaler_scales_up_and_down() {
         out.lines().any(|l| l.starts_with(&cluster.node) && l.split_whitespace().nth(1) == Some("Ready"))
     });
     cluster.apply(&deployment(&cluster.node, "while :; do :; done"));
-    cluster.wait_for("web pod Running", &["get", "pods", "-l", "app=web", "--no-headers"], Duration::from_secs(60), |o| {
-        o.lines().any(|l| l.split_whitespace().nth(2) == Some("Running"))
-    });
+    cluster.wait_for(
+        "web pod Running",
+        &["get", "pods", "-l", "app=web", "--no-headers"],
+        Duration::from_secs(60),
+        |o| o.lines().any(|l| l.split_whitespace().nth(2) == Some("Running")),
+    );
 
     // kubectl top pod: the burning pod uses well over 50m.
     let top = cluster.wait_for("top pod > 50m", &["top", "pod", "-l", "app=web"], Duration::from_secs(30), |out| {
@@ -77,9 +80,12 @@ fn top_shows_usage_and_the_autoscaler_scales_up_and_down() {
         r#"{"spec":{"behavior":{"scaleDown":{"stabilizationWindowSeconds":0}}}}"#,
     ]);
     let started = Instant::now();
-    cluster.wait_for("scaled up", &["get", "deployment", "web", "-o", "jsonpath={.spec.replicas}"], Duration::from_secs(90), |o| {
-        o.trim().parse::<u64>().is_ok_and(|r| r > 1)
-    });
+    cluster.wait_for(
+        "scaled up",
+        &["get", "deployment", "web", "-o", "jsonpath={.spec.replicas}"],
+        Duration::from_secs(90),
+        |o| o.trim().parse::<u64>().is_ok_and(|r| r > 1),
+    );
     eprintln!("scaled up to {} after {:?}", replicas(&cluster), started.elapsed());
     let hpa = cluster.wait_for("hpa targets", &["get", "hpa", "web"], Duration::from_secs(30), |o| o.contains("cpu: "));
     let header: Vec<&str> = hpa.lines().next().unwrap_or_default().split_whitespace().collect();
@@ -98,9 +104,12 @@ fn top_shows_usage_and_the_autoscaler_scales_up_and_down() {
         r#"[{"op":"replace","path":"/spec/template/spec/containers/0/command","value":["sh","-c","sleep 3600"]}]"#,
     ]);
     let started = Instant::now();
-    cluster.wait_for("scaled down", &["get", "deployment", "web", "-o", "jsonpath={.spec.replicas}"], Duration::from_secs(120), |o| {
-        o.trim() == "1"
-    });
+    cluster.wait_for(
+        "scaled down",
+        &["get", "deployment", "web", "-o", "jsonpath={.spec.replicas}"],
+        Duration::from_secs(120),
+        |o| o.trim() == "1",
+    );
     eprintln!("scaled down to 1 after {:?}", started.elapsed());
     let events = cluster.ok(&["get", "events", "--field-selector", "reason=SuccessfulRescale"]);
     assert!(events.contains("New size"), "rescale events: {events}");

@@ -118,8 +118,8 @@ pub fn node_memory_working_set(meminfo: &str) -> Option<u64> {
 pub fn node_usage(proc: &Path) -> Result<Usage, StatsError> {
     let stat_path = proc.join("stat");
     let meminfo_path = proc.join("meminfo");
-    let cpu_nanos = node_cpu_nanos(&read(&stat_path)?)
-        .ok_or(StatsError::Parse { path: stat_path, what: "the cpu line" })?;
+    let cpu_nanos =
+        node_cpu_nanos(&read(&stat_path)?).ok_or(StatsError::Parse { path: stat_path, what: "the cpu line" })?;
     let memory_working_set = node_memory_working_set(&read(&meminfo_path)?)
         .ok_or(StatsError::Parse { path: meminfo_path, what: "MemTotal and MemFree" })?;
     Ok(Usage { cpu_nanos, memory_working_set })
@@ -129,7 +129,8 @@ pub fn node_usage(proc: &Path) -> Result<Usage, StatsError> {
 mod tests {
     use super::*;
 
-    const V1_STAT: &str = "cache 12689408\nrss 4341760\ninactive_file 73728\ntotal_cache 1000\ntotal_inactive_file 4096\n";
+    const V1_STAT: &str =
+        "cache 12689408\nrss 4341760\ninactive_file 73728\ntotal_cache 1000\ntotal_inactive_file 4096\n";
     const V2_CPU: &str = "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\nnr_periods 0\n";
     const V2_MEM: &str = "anon 4096\nfile 8192\nactive_file 4096\ninactive_file 8192\n";
 
@@ -191,7 +192,8 @@ mod tests {
 
     #[test]
     fn node_memory_is_used_minus_inactive_file() {
-        let meminfo = "MemTotal:       1000 kB\nMemFree:         200 kB\nMemAvailable:    600 kB\nInactive(file):  300 kB\n";
+        let meminfo =
+            "MemTotal:       1000 kB\nMemFree:         200 kB\nMemAvailable:    600 kB\nInactive(file):  300 kB\n";
         assert_eq!(node_memory_working_set(meminfo), Some(500 * 1024));
         assert_eq!(node_memory_working_set("MemFree: 1 kB\n"), None);
     }

@@ -134,10 +134,10 @@ mod tests {
         assert_eq!(summary.pods.len(), 1);
         let pod = &summary.pods[0];
         assert_eq!(pod.pod_ref, PodRef { namespace: "default".into(), name: "web".into(), uid: "u1".into() });
-        assert_eq!(pod.containers, vec![ContainerStats {
-            name: "main".into(),
-            usage: Usage { cpu_nanos: 42, memory_working_set: 1024 }
-        }]);
+        assert_eq!(
+            pod.containers,
+            vec![ContainerStats { name: "main".into(), usage: Usage { cpu_nanos: 42, memory_working_set: 1024 } }]
+        );
         let json = serde_json::to_value(&summary).expect("json");
         assert_eq!(json["pods"][0]["containers"][0]["usage"]["usageCoreNanoSeconds"], 42);
         let _ = std::fs::remove_dir_all(&root);

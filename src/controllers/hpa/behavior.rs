@@ -58,10 +58,8 @@ impl Rules {
     /// The rules of `spec.behavior.scaleUp`/`scaleDown` (`rules`), defaults filled in.
     pub fn from_spec(rules: Option<&Value>, defaults: Rules) -> Rules {
         let Some(rules) = rules else { return defaults };
-        let stabilization_seconds = rules
-            .get("stabilizationWindowSeconds")
-            .and_then(Value::as_i64)
-            .unwrap_or(defaults.stabilization_seconds);
+        let stabilization_seconds =
+            rules.get("stabilizationWindowSeconds").and_then(Value::as_i64).unwrap_or(defaults.stabilization_seconds);
         let select = match rules.get("selectPolicy").and_then(Value::as_str) {
             Some("Min") => Select::Min,
             Some("Disabled") => Select::Disabled,
@@ -113,7 +111,14 @@ pub struct Memory {
 /// Upstream's `stabilizeRecommendationWithBehaviors`: the current count held
 /// between the lowest recommendation within the up window and the highest
 /// within the down window; records `desired`.
-pub fn stabilize(memory: &mut Memory, now: i64, current: i64, desired: i64, up: &Rules, down: &Rules) -> (i64, &'static str) {
+pub fn stabilize(
+    memory: &mut Memory,
+    now: i64,
+    current: i64,
+    desired: i64,
+    up: &Rules,
+    down: &Rules,
+) -> (i64, &'static str) {
     let (up_cutoff, down_cutoff) = (now - up.stabilization_seconds, now - down.stabilization_seconds);
     let (mut up_rec, mut down_rec) = (desired, desired);
     let mut old = None;
@@ -266,11 +271,17 @@ mod tests {
         let (up, down) = (Rules::default_up(), Rules::default_down());
         let memory = Memory::default();
         // From 1: max(1 + 4, 2 × 1) = 5 per period.
-        assert_eq!(limit(&memory, 0, (1, 10, 1, 20), &up, &down), (5, "ScaleUpLimit", "the desired replica count is increasing faster than the maximum scale rate"));
+        assert_eq!(
+            limit(&memory, 0, (1, 10, 1, 20), &up, &down),
+            (5, "ScaleUpLimit", "the desired replica count is increasing faster than the maximum scale rate")
+        );
         assert_eq!(limit(&memory, 0, (1, 4, 1, 3), &up, &down).0, 3);
         assert_eq!(limit(&memory, 0, (1, 4, 1, 3), &up, &down).1, "TooManyReplicas");
         assert_eq!(limit(&memory, 0, (3, 2, 1, 3), &up, &down).1, "DesiredWithinRange");
-        assert_eq!(limit(&memory, 0, (3, 0, 1, 3), &up, &down), (1, "TooFewReplicas", "the desired replica count is less than the minimum replica count"));
+        assert_eq!(
+            limit(&memory, 0, (3, 0, 1, 3), &up, &down),
+            (1, "TooFewReplicas", "the desired replica count is less than the minimum replica count")
+        );
         // A scale-up within the period counts against the next one.
         let mut recent = Memory::default();
         record_scale(&mut recent, 0, 1, 5, &up, &down);

@@ -133,8 +133,10 @@ mod tests {
         let now = seconds("2026-01-01T00:02:00Z").unwrap();
         let pod = json!({"status": {"startTime": "2026-01-01T00:00:00Z", "conditions": [
             {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:01:00Z"}]}});
-        let early = PodUsage { timestamp: seconds("2026-01-01T00:01:05Z").unwrap(), window: 10.0, ..Default::default() };
-        let later = PodUsage { timestamp: seconds("2026-01-01T00:01:30Z").unwrap(), window: 10.0, ..Default::default() };
+        let early =
+            PodUsage { timestamp: seconds("2026-01-01T00:01:05Z").unwrap(), window: 10.0, ..Default::default() };
+        let later =
+            PodUsage { timestamp: seconds("2026-01-01T00:01:30Z").unwrap(), window: 10.0, ..Default::default() };
         assert!(cpu_unready(&pod, Some(&early), now));
         assert!(!cpu_unready(&pod, Some(&later), now));
         assert!(cpu_unready(&json!({"status": {}}), Some(&later), now));

@@ -85,10 +85,7 @@ fn evaluate(
         }
         other => return Err(format!("the {other:?} target type is not supported for resource metrics")),
     };
-    let values = usage
-        .iter()
-        .filter_map(|(pod, u)| u.milli.get(resource).map(|m| (pod.clone(), *m)))
-        .collect();
+    let values = usage.iter().filter_map(|(pod, u)| u.milli.get(resource).map(|m| (pod.clone(), *m))).collect();
     let views = metrics::views(pods, usage, resource, now);
     let proposal = replicas::replicas(current, &views, values, target)
         .map_err(|err| format!("failed to get {resource} utilization: {err}"))?;
@@ -120,7 +117,8 @@ async fn reconcile(ctx: Context, key: Key, memories: Memories) -> Result<Action,
     {
         return Ok(Action::RequeueAfter(PERIOD.saturating_sub(at.elapsed())));
     }
-    let mut memory = memories.lock().ok().and_then(|mut m| m.get_mut(&key).map(|s| s.memory.clone())).unwrap_or_default();
+    let mut memory =
+        memories.lock().ok().and_then(|mut m| m.get_mut(&key).map(|s| s.memory.clone())).unwrap_or_default();
     let result = autoscale(&ctx, &hpa, &mut memory).await;
     if let Ok(mut memories) = memories.lock() {
         memories.insert(key, State { memory, last_run: Some((Instant::now(), generation)) });
@@ -147,7 +145,8 @@ async fn autoscale(ctx: &Context, hpa: &Value, memory: &mut Memory) -> Result<()
     let scale_path = match target_gvr(kind) {
         Some(gvr) => objects::path(ctx, gvr, Some(&ns), Some(target), Some("scale"))?,
         None => {
-            let message = format!("the HPA controller was unable to get the target's current scale: {kind} is not scalable");
+            let message =
+                format!("the HPA controller was unable to get the target's current scale: {kind} is not scalable");
             set_condition(&mut conditions, "AbleToScale", "False", "FailedGetScale", &message);
             return write_status(ctx, hpa, status, conditions).await;
         }
@@ -187,13 +186,16 @@ async fn autoscale(ctx: &Context, hpa: &Value, memory: &mut Memory) -> Result<()
         (min, "Current number of replicas below Spec.MinReplicas".to_string())
     } else {
         let selector = str_at(&scale, "/status/selector");
-        let evaluated = match (metrics::pod_usage(ctx, &ns, selector).await, metrics::selected_pods(ctx, &ns, selector).await) {
-            (Ok(usage), Ok(pods)) => {
-                let specs = hpa.pointer("/spec/metrics").and_then(Value::as_array).cloned().unwrap_or_default();
-                specs.iter().map(|m| evaluate(m, current, &pods, &usage, now)).collect::<Vec<_>>()
-            }
-            (Err(err), _) | (_, Err(err)) => vec![Err(format!("unable to get metrics for resource: {}", err.message))],
-        };
+        let evaluated =
+            match (metrics::pod_usage(ctx, &ns, selector).await, metrics::selected_pods(ctx, &ns, selector).await) {
+                (Ok(usage), Ok(pods)) => {
+                    let specs = hpa.pointer("/spec/metrics").and_then(Value::as_array).cloned().unwrap_or_default();
+                    specs.iter().map(|m| evaluate(m, current, &pods, &usage, now)).collect::<Vec<_>>()
+                }
+                (Err(err), _) | (_, Err(err)) => {
+                    vec![Err(format!("unable to get metrics for resource: {}", err.message))]
+                }
+            };
         let (valid, errors): (Vec<_>, Vec<_>) = evaluated.into_iter().partition(Result::is_ok);
         let valid: Vec<(Proposal, Value, String)> = valid.into_iter().flatten().collect();
         let errors: Vec<String> = errors.into_iter().filter_map(Result::err).collect();
@@ -206,7 +208,9 @@ async fn autoscale(ctx: &Context, hpa: &Value, memory: &mut Memory) -> Result<()
             status["currentMetrics"] = json!(valid.iter().map(|(_, s, _)| s.clone()).collect::<Vec<_>>());
             return write_status(ctx, hpa, status, conditions).await;
         }
-        let (_, _, label) = best.cloned().unwrap_or_else(|| (Proposal { replicas: current, utilization: None, average_milli: 0 }, json!({}), String::new()));
+        let (_, _, label) = best.cloned().unwrap_or_else(|| {
+            (Proposal { replicas: current, utilization: None, average_milli: 0 }, json!({}), String::new())
+        });
         set_condition(
             &mut conditions,
             "ScalingActive",
@@ -226,7 +230,13 @@ async fn autoscale(ctx: &Context, hpa: &Value, memory: &mut Memory) -> Result<()
             };
             set_condition(&mut conditions, "AbleToScale", "True", stabilized_reason, message);
         } else {
-            set_condition(&mut conditions, "AbleToScale", "True", "ReadyForNewScale", "recommended size matches current size");
+            set_condition(
+                &mut conditions,
+                "AbleToScale",
+                "True",
+                "ReadyForNewScale",
+                "recommended size matches current size",
+            );
         }
         let (limited, limit_reason, limit_message) =
             behavior::limit(memory, now, (current, stabilized, min, max), &up, &down);
@@ -265,7 +275,12 @@ async fn autoscale(ctx: &Context, hpa: &Value, memory: &mut Memory) -> Result<()
 }
 
 /// Writes `status` with `conditions` (without `lastUpdateTime`, which HPA conditions lack).
-async fn write_status(ctx: &Context, hpa: &Value, mut status: Value, mut conditions: Vec<Value>) -> Result<(), ApiError> {
+async fn write_status(
+    ctx: &Context,
+    hpa: &Value,
+    mut status: Value,
+    mut conditions: Vec<Value>,
+) -> Result<(), ApiError> {
     for condition in &mut conditions {
         if let Some(map) = condition.as_object_mut() {
             map.remove("lastUpdateTime");

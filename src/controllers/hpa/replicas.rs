@@ -188,9 +188,11 @@ mod tests {
 
     #[test]
     fn tolerance_keeps_the_count() {
-        let proposal = replicas(2, &[pod("a", 100), pod("b", 100)], metrics(&[("a", 54), ("b", 54)]), Target::Utilization(50));
+        let proposal =
+            replicas(2, &[pod("a", 100), pod("b", 100)], metrics(&[("a", 54), ("b", 54)]), Target::Utilization(50));
         assert_eq!(proposal.unwrap().replicas, 2);
-        let over = replicas(2, &[pod("a", 100), pod("b", 100)], metrics(&[("a", 56), ("b", 56)]), Target::Utilization(50));
+        let over =
+            replicas(2, &[pod("a", 100), pod("b", 100)], metrics(&[("a", 56), ("b", 56)]), Target::Utilization(50));
         assert_eq!(over.unwrap().replicas, 3);
     }
 
@@ -211,7 +213,8 @@ mod tests {
     fn unready_pods_count_as_idle_on_a_scale_up() {
         let mut fresh = pod("b", 100);
         fresh.unready = true;
-        let proposal = replicas(2, &[pod("a", 100), fresh], metrics(&[("a", 200), ("b", 200)]), Target::Utilization(50));
+        let proposal =
+            replicas(2, &[pod("a", 100), fresh], metrics(&[("a", 200), ("b", 200)]), Target::Utilization(50));
         // Only a's 200 over both requests: 100 % of 50 % → 2 × 2 = 4.
         assert_eq!(proposal.unwrap().replicas, 4);
     }

@@ -76,7 +76,8 @@ async fn refresh(state: &ApiState, nodes: &BTreeSet<String>) {
 fn selectors(call: &Call) -> Result<ListOptions, ApiError> {
     let bad = |err: super::selectors::SelectorError| ApiError::bad_request(err.to_string());
     let labels = call.param("labelSelector").map(LabelSelector::parse).transpose().map_err(bad)?.unwrap_or_default();
-    let mut fields = call.param("fieldSelector").map(FieldSelector::parse).transpose().map_err(bad)?.unwrap_or_default();
+    let mut fields =
+        call.param("fieldSelector").map(FieldSelector::parse).transpose().map_err(bad)?.unwrap_or_default();
     if let Some(name) = call.info.name.as_deref() {
         fields = FieldSelector::parse(&format!("metadata.name={name}")).map_err(bad)?;
     }
@@ -96,7 +97,8 @@ pub async fn handle(call: Call) -> Result<Response, ApiError> {
     let res = call.state.catalog.lookup(source.0, source.1, source.2).ok_or_else(ApiError::not_found_path)?;
     let namespace = call.namespace().map(str::to_string);
     let objects = call.state.registry.list(&res, namespace.as_deref(), &opts).await?.items;
-    let objects: Vec<Value> = objects.into_iter().filter(|o| opts.labels.matches(o) && opts.fields.matches(o)).collect();
+    let objects: Vec<Value> =
+        objects.into_iter().filter(|o| opts.labels.matches(o) && opts.fields.matches(o)).collect();
     let node_of = |o: &Value| -> String {
         let pointer = if call.resource.plural == "nodes" { "/metadata/name" } else { "/spec/nodeName" };
         o.pointer(pointer).and_then(Value::as_str).unwrap_or_default().to_string()

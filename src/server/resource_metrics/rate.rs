@@ -45,11 +45,7 @@ pub struct History {
 pub fn baseline(samples: &VecDeque<Sample>) -> Option<&Sample> {
     let latest = samples.back()?;
     let age = |s: &Sample| latest.time_nanos - s.time_nanos;
-    samples
-        .iter()
-        .rev()
-        .find(|s| age(s) >= PREFERRED_WINDOW)
-        .or_else(|| samples.iter().find(|s| age(s) >= MIN_WINDOW))
+    samples.iter().rev().find(|s| age(s) >= PREFERRED_WINDOW).or_else(|| samples.iter().find(|s| age(s) >= MIN_WINDOW))
 }
 
 /// The CPU rate between `old` and `new` in nanocores; `None` when the
@@ -90,9 +86,8 @@ impl History {
                 self.push(key, Sample { time_nanos, usage: container.usage });
             }
         }
-        self.series.retain(|(n, _, _), samples| {
-            *n != node || samples.back().is_some_and(|s| s.time_nanos == time_nanos)
-        });
+        self.series
+            .retain(|(n, _, _), samples| *n != node || samples.back().is_some_and(|s| s.time_nanos == time_nanos));
     }
 
     /// The rate of one series, when it has a baseline.
@@ -112,9 +107,9 @@ impl History {
         let node = (summary.node_name.clone(), String::new(), String::new());
         self.rate(&node).is_some()
             && summary.pods.iter().all(|pod| {
-                pod.containers.iter().all(|c| {
-                    self.rate(&(summary.node_name.clone(), pod.pod_ref.uid.clone(), c.name.clone())).is_some()
-                })
+                pod.containers
+                    .iter()
+                    .all(|c| self.rate(&(summary.node_name.clone(), pod.pod_ref.uid.clone(), c.name.clone())).is_some())
             })
     }
 
@@ -180,7 +175,10 @@ mod tests {
         assert!(history.complete(&second));
         let container = ("n1".to_string(), "u1".to_string(), "main".to_string());
         let rate = history.rate(&container).expect("rate");
-        assert_eq!(rate, Rate { nanocores: 50_000_000, memory_working_set: 1024, time_nanos: 2 * SECOND, window_nanos: 2 * SECOND });
+        assert_eq!(
+            rate,
+            Rate { nanocores: 50_000_000, memory_working_set: 1024, time_nanos: 2 * SECOND, window_nanos: 2 * SECOND }
+        );
         let node = history.rate(&("n1".into(), String::new(), String::new())).expect("node rate");
         assert_eq!(node.nanocores, SECOND as u64);
         // A restarted container starts a new series.
