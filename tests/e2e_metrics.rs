@@ -66,6 +66,10 @@ fn top_shows_usage_and_the_autoscaler_scales_up_and_down() {
     let path = format!("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/{}", pod.trim());
     let raw = cluster.ok(&["get", "--raw", &path]);
     assert!(raw.contains("\"kind\":\"PodMetrics\"") && raw.contains("\"window\""), "pod metrics: {raw}");
+    let metrics: serde_json::Value = serde_json::from_str(&raw).expect("pod metrics JSON");
+    let memory = metrics.pointer("/containers/0/usage/memory").and_then(|m| m.as_str()).unwrap_or_default();
+    let kib: u64 = memory.strip_suffix("Ki").and_then(|k| k.parse().ok()).unwrap_or(0);
+    assert!(kib > 0, "memory working set: {raw}");
     let missing = cluster.fails(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/nope"]);
     assert!(missing.contains("NotFound") || missing.contains("not found"), "unknown pod: {missing}");
 
@@ -91,6 +95,9 @@ fn top_shows_usage_and_the_autoscaler_scales_up_and_down() {
     let header: Vec<&str> = hpa.lines().next().unwrap_or_default().split_whitespace().collect();
     assert_eq!(header, ["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"], "{hpa}");
     assert!(hpa.contains("Deployment/web") && hpa.contains("/50%"), "get hpa: {hpa}");
+    eprintln!("kubectl get hpa:\n{hpa}");
+    let v1 = cluster.ok(&["get", "--raw", "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers/web"]);
+    assert!(v1.contains("\"targetCPUUtilizationPercentage\":50"), "autoscaling/v1 view: {v1}");
     let conditions = cluster.ok(&["get", "hpa", "web", "-o", "jsonpath={.status.conditions[*].type}"]);
     assert!(conditions.contains("AbleToScale") && conditions.contains("ScalingActive"), "{conditions}");
 

@@ -206,5 +206,8 @@ mod tests {
         let apiserver = PeerIdentity(Some(UserInfo::new(KUBELET_CLIENT_USER, Vec::new())));
         let code = status(Some(apiserver), logs).await;
         assert!(code != 401 && code != 403, "the API server was refused: {code}");
+        // The usage summary needs no API: the host's procfs and no pods of this agent.
+        let apiserver = PeerIdentity(Some(UserInfo::new(KUBELET_CLIENT_USER, Vec::new())));
+        assert_eq!(status(Some(apiserver), "/stats/summary").await, 200);
     }
 }
