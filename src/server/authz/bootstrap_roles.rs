@@ -209,4 +209,19 @@ mod tests {
         ));
         assert_eq!(bindings.len(), 5);
     }
+
+    #[test]
+    fn view_edit_and_admin_read_resource_metrics() {
+        let (roles, _) = objects();
+        let list = Attributes::Resource {
+            verb: "list",
+            group: "metrics.k8s.io",
+            resource: "pods",
+            namespace: Some("x"),
+            name: None,
+        };
+        for role in ["view", "edit", "admin"] {
+            assert!(role_allows(find(&roles, role), &list), "{role}");
+        }
+    }
 }
