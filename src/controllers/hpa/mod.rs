@@ -301,3 +301,32 @@ async fn write_status(
     let path = objects::path(ctx, HPAS, Some(ns), Some(name(hpa)), Some("status"))?;
     objects::ignore_gone(ctx.client.update(&path, updated).await)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_cpu_utilization_metric_proposes_replicas_and_reports_current() {
+        let now = metrics::seconds("2026-01-01T00:10:00Z").unwrap();
+        let pod = json!({"metadata": {"name": "web-1"}, "status": {"phase": "Running",
+            "startTime": "2026-01-01T00:00:00Z",
+            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:05Z"}]},
+            "spec": {"containers": [{"name": "main", "resources": {"requests": {"cpu": "100m"}}}]}});
+        let usage: BTreeMap<String, metrics::PodUsage> = [(
+            "web-1".to_string(),
+            metrics::PodUsage { milli: [("cpu".to_string(), 150)].into(), timestamp: now, window: 10.0 },
+        )]
+        .into();
+        let metric = json!({"type": "Resource", "resource": {"name": "cpu",
+            "target": {"type": "Utilization", "averageUtilization": 50}}});
+        let (proposal, status, label) = evaluate(&metric, 1, &[pod.clone()], &usage, now).expect("proposal");
+        assert_eq!(proposal.replicas, 3);
+        assert_eq!(status["resource"]["current"], json!({"averageValue": "150m", "averageUtilization": 150}));
+        assert_eq!(label, "cpu resource utilization (percentage of request)");
+        let external = json!({"type": "External"});
+        assert!(evaluate(&external, 1, &[pod], &usage, now).unwrap_err().contains("not supported"));
+        assert_eq!(milli_quantity(104_857_600_000), "104857600");
+    }
+}
