@@ -321,7 +321,8 @@ mod tests {
         .into();
         let metric = json!({"type": "Resource", "resource": {"name": "cpu",
             "target": {"type": "Utilization", "averageUtilization": 50}}});
-        let (proposal, status, label) = evaluate(&metric, 1, &[pod.clone()], &usage, now).expect("proposal");
+        let (proposal, status, label) =
+            evaluate(&metric, 1, std::slice::from_ref(&pod), &usage, now).expect("proposal");
         assert_eq!(proposal.replicas, 3);
         assert_eq!(status["resource"]["current"], json!({"averageValue": "150m", "averageUtilization": 150}));
         assert_eq!(label, "cpu resource utilization (percentage of request)");
