@@ -229,6 +229,16 @@ fn logs_and_exec_reach_pods_on_the_joined_node() {
     assert!(echoed.status.success(), "{echoed:?}");
     assert_eq!(String::from_utf8_lossy(&echoed.stdout), "through n2\n");
 
+    // Resource metrics of n2 come from its agent's /stats/summary.
+    let top =
+        cluster.wait_for("top pod talker", &["top", "pod", "talker", "--no-headers"], Duration::from_secs(30), |o| {
+            o.starts_with("talker ")
+        });
+    assert!(top.split_whitespace().nth(2).is_some_and(|m| m.ends_with("Mi")), "top pod: {top}");
+    cluster.wait_for("top node lists n2", &["top", "node", "--no-headers"], Duration::from_secs(30), |o| {
+        o.lines().any(|l| l.starts_with(&format!("{JOINED} ")))
+    });
+
     // Only the API server may use the agent's API: a caller without its
     // client certificate (here: none, or the admin's) is refused.
     let n2_ip = cluster.node(JOINED).ip.clone();

@@ -3,7 +3,8 @@
 //! (WebSocket, the channel protocol the API server speaks to kubectl) and
 //! `/portForward/{ns}/{pod}` (SPDY, tunnelled in WebSocket or not), which the
 //! API server proxies `pods/log`, `pods/exec` and `pods/portforward` of this
-//! node's pods to.
+//! node's pods to, and `GET /stats/summary` (resource usage, [`super::stats`])
+//! it scrapes for `metrics.k8s.io`.
 //! Only the API server may call it: a client certificate signed by the
 //! cluster CA naming `kube-apiserver-kubelet-client`; anything else gets 401/403.
 //! The serving certificate is self-signed, as upstream's kubelet does without
@@ -134,8 +135,25 @@ async fn port_forward(
     )
 }
 
+async fn stats_summary(State(served): State<Served>, request: axum::extract::Request) -> Response {
+    let (parts, _) = request.into_parts();
+    to_response(
+        async {
+            authorize(&parts)?;
+            let (node, logs) = (served.config.node_name.clone(), served.config.data_dir.join("logs"));
+            let summary = tokio::task::spawn_blocking(move || super::stats::collect_host(&node, &logs))
+                .await
+                .map_err(|err| ApiError::internal("collect resource usage", &err))?
+                .map_err(|err| ApiError::internal("collect resource usage", &err))?;
+            Ok(axum::Json(summary).into_response())
+        }
+        .await,
+    )
+}
+
 fn router(served: Served) -> Router {
     Router::new()
+        .route("/stats/summary", get(stats_summary))
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
         .route("/exec/{namespace}/{pod}/{container}", get(exec).post(exec))
         .route("/portForward/{namespace}/{pod}", get(port_forward).post(port_forward))
@@ -202,10 +220,15 @@ mod tests {
         assert_eq!(status(Some(PeerIdentity(None)), logs).await, 401);
         let admin = PeerIdentity(Some(UserInfo::new("system:admin", ["system:masters".to_string()])));
         assert_eq!(status(Some(admin.clone()), logs).await, 403);
-        assert_eq!(status(Some(admin), "/exec/default/web/main?command=ls&stdout=1").await, 403);
+        assert_eq!(status(Some(admin.clone()), "/exec/default/web/main?command=ls&stdout=1").await, 403);
+        assert_eq!(status(Some(admin), "/stats/summary").await, 403);
+        assert_eq!(status(None, "/stats/summary").await, 401);
         // The API server passes authorization (the pod lookup then fails: no API here).
         let apiserver = PeerIdentity(Some(UserInfo::new(KUBELET_CLIENT_USER, Vec::new())));
         let code = status(Some(apiserver), logs).await;
         assert!(code != 401 && code != 403, "the API server was refused: {code}");
+        // The usage summary needs no API: the host's procfs and no pods of this agent.
+        let apiserver = PeerIdentity(Some(UserInfo::new(KUBELET_CLIENT_USER, Vec::new())));
+        assert_eq!(status(Some(apiserver), "/stats/summary").await, 200);
     }
 }

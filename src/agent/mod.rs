@@ -20,6 +20,7 @@ pub mod runtime_start;
 pub mod sandbox;
 pub mod servers;
 pub mod spec;
+pub mod stats;
 pub mod status;
 
 pub use error::AgentError;

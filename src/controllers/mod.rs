@@ -13,6 +13,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod events;
 pub mod garbage_collector;
+pub mod hpa;
 pub mod job;
 pub mod jobindex;
 pub mod leader;
@@ -79,6 +80,7 @@ fn start_all(ctx: Context, shutdown: CancellationToken) -> JoinSet<()> {
     tasks.spawn(disruption::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(podgc::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(statefulset::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(hpa::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(serviceaccount::run(ctx, shutdown));
     tasks
 }

@@ -41,6 +41,9 @@ impl ResourceInfo {
 
     /// The verbs of the resource itself, as discovery lists them.
     pub fn verbs(&self) -> Vec<&'static str> {
+        if self.group == super::resource_metrics::GROUP {
+            return vec!["get", "list"];
+        }
         if !self.stored {
             return vec!["create"];
         }
@@ -184,6 +187,12 @@ const REVIEWS: &[(&str, &str, &str, &str, bool)] = &[
     ("authorization.k8s.io", "v1", "LocalSubjectAccessReview", "localsubjectaccessreviews", true),
 ];
 
+/// Resources computed per request from the agents' usage (`server::resource_metrics`).
+const RESOURCE_METRICS: &[(&str, &str, &str, &str, bool)] = &[
+    ("metrics.k8s.io", "v1beta1", "NodeMetrics", "nodes", false),
+    ("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", true),
+];
+
 /// One built-in resource; the array holds the comma-separated short names, categories and subresources.
 fn builtin(
     group: &str,
@@ -219,7 +228,7 @@ impl Catalog {
             BUILTINS.iter().map(|&(group, version, kind, plural, namespaced, short, categories, subresources)| {
                 builtin(group, version, kind, plural, namespaced, [short, categories, subresources], true)
             });
-        let reviews = REVIEWS.iter().map(|&(group, version, kind, plural, namespaced)| {
+        let reviews = REVIEWS.iter().chain(RESOURCE_METRICS).map(|&(group, version, kind, plural, namespaced)| {
             builtin(group, version, kind, plural, namespaced, ["", "", ""], false)
         });
         let resources: Vec<Arc<ResourceInfo>> = stored.chain(reviews).collect();
@@ -294,5 +303,15 @@ mod tests {
         let groups = Catalog::builtin().groups();
         assert_eq!(groups.iter().filter(|(g, _)| g == "apps").count(), 1);
         assert!(groups.iter().all(|(g, _)| !g.is_empty()));
+    }
+
+    #[test]
+    fn resource_metrics_are_read_only_and_computed() {
+        let catalog = Catalog::builtin();
+        let pods = catalog.lookup("metrics.k8s.io", "v1beta1", "pods").unwrap();
+        assert_eq!((pods.kind.as_str(), pods.namespaced, pods.stored), ("PodMetrics", true, false));
+        assert_eq!(pods.verbs(), vec!["get", "list"]);
+        let nodes = catalog.lookup_kind("metrics.k8s.io", "v1beta1", "NodeMetrics").unwrap();
+        assert!(!nodes.namespaced);
     }
 }

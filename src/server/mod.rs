@@ -25,6 +25,7 @@ pub mod pki;
 pub mod protobuf;
 pub mod registry;
 pub mod request_info;
+pub mod resource_metrics;
 pub mod rest;
 pub mod reviews;
 pub mod router;

@@ -14,11 +14,19 @@ pub struct ApiState {
     pub config: Arc<ServerConfig>,
     /// Set once bootstrap (default namespaces, RBAC roles) finished.
     pub bootstrapped: Arc<AtomicBool>,
+    /// The usage samples `metrics.k8s.io` computes rates from.
+    pub resource_metrics: Arc<super::resource_metrics::ResourceMetrics>,
 }
 
 impl ApiState {
     pub fn new(registry: Registry, catalog: Catalog, config: ServerConfig) -> ApiState {
-        ApiState { registry, catalog, config: Arc::new(config), bootstrapped: Arc::new(AtomicBool::new(false)) }
+        ApiState {
+            registry,
+            catalog,
+            config: Arc::new(config),
+            bootstrapped: Arc::new(AtomicBool::new(false)),
+            resource_metrics: Arc::default(),
+        }
     }
 
     pub fn is_bootstrapped(&self) -> bool {

@@ -106,6 +106,11 @@ pub fn objects() -> (Vec<Value>, Vec<Value>) {
         &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
     ));
     admin.push(rule(&["authorization.k8s.io"], &["localsubjectaccessreviews"], &["create"]));
+    // metrics-server's `system:aggregated-metrics-reader`, aggregated to view, edit and admin.
+    let metrics = rule(&["metrics.k8s.io"], &["pods", "nodes"], &["get", "list", "watch"]);
+    for role in [&mut view, &mut edit, &mut admin] {
+        role.push(metrics.clone());
+    }
     let roles = vec![
         role("cluster-admin", vec![rule(&["*"], &["*"], &["*"]), json!({"nonResourceURLs": ["*"], "verbs": ["*"]})]),
         role(
@@ -203,5 +208,20 @@ mod tests {
             &Attributes::NonResource { verb: "get", path: "/apis/apps/v1" }
         ));
         assert_eq!(bindings.len(), 5);
+    }
+
+    #[test]
+    fn view_edit_and_admin_read_resource_metrics() {
+        let (roles, _) = objects();
+        let list = Attributes::Resource {
+            verb: "list",
+            group: "metrics.k8s.io",
+            resource: "pods",
+            namespace: Some("x"),
+            name: None,
+        };
+        for role in ["view", "edit", "admin"] {
+            assert!(role_allows(find(&roles, role), &list), "{role}");
+        }
     }
 }

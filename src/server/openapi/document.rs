@@ -49,10 +49,11 @@ pub fn group_version_value(group: &str, version: &str, resources: &[Arc<Resource
     })
 }
 
-/// The group-versions of the catalog, in serving order, with their resources.
+/// The group-versions of the catalog, in serving order, with their resources
+/// (not the computed resource metrics, which have no schema of their own here).
 pub fn group_versions(resources: &[Arc<ResourceInfo>]) -> Vec<(String, String, Vec<Arc<ResourceInfo>>)> {
     let mut out: Vec<(String, String, Vec<Arc<ResourceInfo>>)> = Vec::new();
-    for res in resources {
+    for res in resources.iter().filter(|r| r.group != crate::server::resource_metrics::GROUP) {
         match out.iter_mut().find(|(g, v, _)| *g == res.group && *v == res.version) {
             Some((_, _, list)) => list.push(res.clone()),
             None => out.push((res.group.clone(), res.version.clone(), vec![res.clone()])),

@@ -107,7 +107,9 @@ mod tests {
 
     #[test]
     fn every_builtin_kind_has_a_type() {
-        for res in crate::server::catalog::Catalog::builtin().all() {
+        let catalog = crate::server::catalog::Catalog::builtin();
+        // Resource metrics are computed views without a k8s-openapi type.
+        for res in catalog.all().into_iter().filter(|r| r.group != crate::server::resource_metrics::GROUP) {
             assert!(lookup(&res.group, &res.version, &res.kind).is_some(), "{} has no Rust type", res.kind);
         }
     }

@@ -162,6 +162,10 @@ pub fn root_path(group: &str, version: &str) -> String {
 
 /// Every path of one resource; adds the schemas they refer to.
 pub fn resource_paths(res: &ResourceInfo, schemas: &mut SchemaSet) -> Vec<PathItem> {
+    // Resource metrics are computed, read-only views (metrics-server publishes no paths for them either).
+    if res.group == crate::server::resource_metrics::GROUP {
+        return Vec::new();
+    }
     let (status, delete_options, patch) = schemas.add_common();
     let kind_schema = schemas.add_kind(&res.group, &res.version, &res.kind);
     let strategic = super::kinds::lookup(&res.group, &res.version, &res.kind).is_some();

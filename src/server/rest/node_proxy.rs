@@ -41,6 +41,12 @@ pub async fn remote_agent(state: &ApiState, pod: &Value) -> Result<Option<Socket
     if node.is_empty() {
         return Err(ApiError::bad_request(format!("pod {name} is not scheduled to a node yet")));
     }
+    agent_address(state, node).await
+}
+
+/// The agent address of node `node`, or `None` when it is this server's own
+/// agent (served in-process).
+pub async fn agent_address(state: &ApiState, node: &str) -> Result<Option<SocketAddr>, ApiError> {
     if local_node(state).as_deref() == Some(node) {
         return Ok(None);
     }
@@ -142,6 +148,27 @@ pub async fn logs(
     let response = send(state, addr, request).await?;
     let (parts, body) = response.into_parts();
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// `GET /stats/summary` of the agent at `addr`: the node's resource usage.
+pub async fn stats_summary(state: &ApiState, addr: SocketAddr) -> Result<crate::agent::stats::Summary, ApiError> {
+    use http_body_util::BodyExt;
+    let request = http::Request::get("/stats/summary")
+        .header(http::header::HOST, addr.to_string())
+        .body(Body::empty())
+        .map_err(|err| ApiError::internal("build the agent request", &err))?;
+    let response = send(state, addr, request).await?;
+    let status = response.status();
+    let body = tokio::time::timeout(CONNECT_TIMEOUT, response.into_body().collect())
+        .await
+        .map_err(|_| ApiError::service_unavailable(format!("the agent at {addr} did not answer in time")))?
+        .map_err(|err| ApiError::service_unavailable(format!("reading the agent at {addr}: {err}")))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(ApiError::service_unavailable(format!("the agent at {addr} answered {status}")));
+    }
+    serde_json::from_slice(&body)
+        .map_err(|err| ApiError::service_unavailable(format!("the agent at {addr} sent a bad summary: {err}")))
 }
 
 /// `pods/exec` of a pod on another node: forwards the upgrade request to
