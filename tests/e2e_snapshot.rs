@@ -2,7 +2,8 @@
 //! loopback, driven by the real kubectl and the real `kube snapshot`
 //! subcommands. Save, list, restore with the server stopped, start again:
 //! the objects are back and resource versions keep growing. Scheduled
-//! snapshots keep their retention and leave on-demand ones alone.
+//! snapshots keep their retention and leave on-demand ones alone. A snapshot
+//! restored onto a fresh server (with the old one's keys) brings the cluster back.
 
 mod common;
 
@@ -189,4 +190,57 @@ fn restore_resets_an_ha_founder_to_a_single_server() {
     assert_eq!(cluster.ok(&["get", "configmap", "ha-kept", "-o", "jsonpath={.data.k}"]), "v");
     assert!(dir.join("server/raft-peer").exists());
     cluster.ok(&["create", "configmap", "ha-new"]);
+}
+
+/// Copies the files of `from` (one level) into `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_snapshot_restored_onto_a_fresh_server_brings_the_cluster_back() {
+    let mut old = Cluster::start_with(&["--snapshot-interval", "0"]);
+    old.ok(&["create", "namespace", "moved"]);
+    old.ok(&["create", "configmap", "cargo", "-n", "moved", "--from-literal=k=v"]);
+    old.ok(&["create", "serviceaccount", "robot", "-n", "moved"]);
+    let token = old.ok(&["create", "token", "robot", "-n", "moved"]).trim().to_string();
+    let path = kube_ok(old.dir.path(), &["snapshot", "save"]).trim().to_string();
+    let old_kubeconfig = std::fs::read_to_string(&old.kubeconfig).unwrap();
+    old.stop();
+
+    // A new machine: the old server's keys and token, then the snapshot.
+    let old_dir = old.dir.path().to_path_buf();
+    let new = Cluster::start_prepared(&["--snapshot-interval", "0"], |dir| {
+        copy_dir(&old_dir.join("tls"), &dir.join("tls"));
+        copy_dir(&old_dir.join("server"), &dir.join("server"));
+        kube_ok(dir, &["snapshot", "restore", &path]);
+    });
+    assert_eq!(new.ok(&["get", "configmap", "cargo", "-n", "moved", "-o", "jsonpath={.data.k}"]), "v");
+    assert_eq!(
+        std::fs::read_to_string(new.dir.path().join("server/token")).unwrap(),
+        std::fs::read_to_string(old_dir.join("server/token")).unwrap(),
+        "the join token is the old one"
+    );
+    // Credentials of the old cluster still work: its admin kubeconfig and a service-account token.
+    let kubeconfig = new.dir.path().join("old.kubeconfig");
+    std::fs::write(&kubeconfig, old_kubeconfig).unwrap();
+    let server = format!("--server=https://127.0.0.1:{}", new.port);
+    let out = Command::new(common::client("kubectl"))
+        .args([&server, "get", "namespace", "moved", "-o", "name"])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "namespace/moved", "{out:?}");
+    let out = Command::new(common::client("kubectl"))
+        .args([&server, "--kubeconfig=/dev/null", "--insecure-skip-tls-verify", "--token", &token])
+        .args(["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "system:serviceaccount:moved:robot", "{out:?}");
 }

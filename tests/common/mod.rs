@@ -207,8 +207,18 @@ impl Cluster {
         Cluster::launch(extra, true)
     }
 
+    /// A control plane whose data folder `prepare` fills before the first start
+    /// (e.g. a restored snapshot and another cluster's keys).
+    pub fn start_prepared(extra: &[&str], prepare: impl FnOnce(&Path)) -> Cluster {
+        Cluster::launch_in(tempfile::tempdir().expect("temp dir"), extra, false, prepare)
+    }
+
     fn launch(extra: &[&str], with_agent: bool) -> Cluster {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Cluster::launch_in(tempfile::tempdir().expect("temp dir"), extra, with_agent, |_| {})
+    }
+
+    fn launch_in(dir: tempfile::TempDir, extra: &[&str], with_agent: bool, prepare: impl FnOnce(&Path)) -> Cluster {
+        prepare(dir.path());
         let net = with_agent.then(|| NodeNet::start(dir.path()));
         let mut cluster = Cluster {
             port: if with_agent { NODE_API_PORT } else { free_port() },
