@@ -32,7 +32,9 @@ fn object_count_quota_refuses_then_admits_after_a_delete() {
     ready_namespace(&cluster, "team");
     cluster.ok(&["create", "quota", "q", "--hard=pods=2,configmaps=3", "-n", "team"]);
     // kube-root-ca.crt is the namespace's first ConfigMap.
-    eventually("the quota's usage", || used(&cluster, "team", "configmaps") == "1" && used(&cluster, "team", "pods") == "0");
+    eventually("the quota's usage", || {
+        used(&cluster, "team", "configmaps") == "1" && used(&cluster, "team", "pods") == "0"
+    });
     cluster.ok(&["run", "p1", "--image=busybox", "-n", "team"]);
     cluster.ok(&["run", "p2", "--image=busybox", "-n", "team"]);
     let err = cluster.fails(&["run", "p3", "--image=busybox", "-n", "team"]);
@@ -99,7 +101,9 @@ fn compute_quota_needs_requests_and_sums_them() {
     let second = cluster.kubectl_stdin(&["create", "-n", "compute", "-f", "-"], &POD.replace("NAME", "second"));
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(
-        err.contains("exceeded quota: q, requested: requests.cpu=600m, used: requests.cpu=600m, limited: requests.cpu=1"),
+        err.contains(
+            "exceeded quota: q, requested: requests.cpu=600m, used: requests.cpu=600m, limited: requests.cpu=1"
+        ),
         "{err}"
     );
     eventually("the first pod's requests in status.used", || {

@@ -23,11 +23,19 @@ pub fn stored(catalog: &Catalog, group: &str, plural: &str) -> Option<std::sync:
 pub async fn quotas(registry: &Registry, catalog: &Catalog, ns: &str) -> Result<Vec<Value>, ApiError> {
     let Some(res) = catalog.lookup("", "v1", "resourcequotas") else { return Ok(Vec::new()) };
     let items = registry.list(&res, Some(ns), &ListOptions::default()).await?.items;
-    Ok(items.into_iter().filter(|q| q.pointer("/spec/scopes").is_none() && q.pointer("/spec/scopeSelector").is_none()).collect())
+    Ok(items
+        .into_iter()
+        .filter(|q| q.pointer("/spec/scopes").is_none() && q.pointer("/spec/scopeSelector").is_none())
+        .collect())
 }
 
 /// The usage of every object of `res` in `ns`, for the resources `hard` limits.
-pub async fn namespace_usage(registry: &Registry, res: &ResourceInfo, ns: &str, hard: &Usage) -> Result<Usage, ApiError> {
+pub async fn namespace_usage(
+    registry: &Registry,
+    res: &ResourceInfo,
+    ns: &str,
+    hard: &Usage,
+) -> Result<Usage, ApiError> {
     let mut used = Usage::new();
     for obj in registry.list(res, Some(ns), &ListOptions::default()).await?.items {
         usage::add_masked(&mut used, &usage::object_usage(&res.group, &res.plural, &obj), hard);

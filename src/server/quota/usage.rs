@@ -58,10 +58,11 @@ pub fn object_usage(group: &str, plural: &str, obj: &Value) -> Usage {
     if is_pod {
         usage.extend(pod_compute(obj));
     }
-    if group.is_empty() && plural == "persistentvolumeclaims" {
-        if let Some(storage) = obj.pointer("/spec/resources/requests/storage").and_then(milli_of) {
-            usage.insert("requests.storage".into(), storage);
-        }
+    if group.is_empty()
+        && plural == "persistentvolumeclaims"
+        && let Some(storage) = obj.pointer("/spec/resources/requests/storage").and_then(milli_of)
+    {
+        usage.insert("requests.storage".into(), storage);
     }
     if group.is_empty() && plural == "services" {
         match obj.pointer("/spec/type").and_then(Value::as_str) {
@@ -93,7 +94,8 @@ fn limit(container: &Value, resource: &str) -> Option<i128> {
 /// A pod's compute: the sum over its containers, at least the largest init
 /// container (they run one at a time), plus the pod overhead.
 fn pod_compute(pod: &Value) -> Usage {
-    let list = |field: &str| pod.pointer(&format!("/spec/{field}")).and_then(Value::as_array).cloned().unwrap_or_default();
+    let list =
+        |field: &str| pod.pointer(&format!("/spec/{field}")).and_then(Value::as_array).cloned().unwrap_or_default();
     let (containers, inits) = (list("containers"), list("initContainers"));
     let mut usage = Usage::new();
     for resource in ["cpu", "memory"] {
@@ -183,9 +185,18 @@ pub fn check(quota: &str, hard: &Usage, used: &Usage, requested: &Usage) -> Resu
         return Ok(());
     }
     let show = |map: &Usage| {
-        exceeded.iter().map(|name| format!("{name}={}", format(name, map.get(*name).copied().unwrap_or(0)))).collect::<Vec<_>>().join(",")
+        exceeded
+            .iter()
+            .map(|name| format!("{name}={}", format(name, map.get(*name).copied().unwrap_or(0))))
+            .collect::<Vec<_>>()
+            .join(",")
     };
-    Err(format!("exceeded quota: {quota}, requested: {}, used: {}, limited: {}", show(requested), show(used), show(hard)))
+    Err(format!(
+        "exceeded quota: {quota}, requested: {}, used: {}, limited: {}",
+        show(requested),
+        show(used),
+        show(hard)
+    ))
 }
 
 /// A milli-amount as a Kubernetes quantity: `500m`, `2`, `1Gi` for memory
@@ -265,7 +276,8 @@ mod tests {
         let used = usage(&[("pods", 1000), ("requests.cpu", 500)]);
         assert_eq!(
             check("q", &hard, &used, &over_cpu),
-            Err("exceeded quota: q, requested: requests.cpu=600m, used: requests.cpu=500m, limited: requests.cpu=1".into())
+            Err("exceeded quota: q, requested: requests.cpu=600m, used: requests.cpu=500m, limited: requests.cpu=1"
+                .into())
         );
         assert_eq!(check("q", &hard, &used, &usage(&[("pods", 1000), ("requests.cpu", 500)])), Ok(()));
     }

@@ -7,19 +7,26 @@ use serde_json::{Value, json};
 /// One status entry as a canonical quantity (`0` when absent).
 fn quantity(status: &Value, field: &str, resource: &str) -> String {
     let map = status.get(field);
-    let parsed = usage::parse_hard(map.map(|m| json!({resource: m.get(resource).cloned().unwrap_or(json!("0"))})).as_ref());
+    let parsed =
+        usage::parse_hard(map.map(|m| json!({resource: m.get(resource).cloned().unwrap_or(json!("0"))})).as_ref());
     usage::format(resource, parsed.get(resource).copied().unwrap_or(0))
 }
 
 /// The REQUEST and LIMIT cells.
 pub fn request_limit(quota: &Value) -> (String, String) {
     let status = quota.get("status").cloned().unwrap_or(json!({}));
-    let mut resources: Vec<&String> = status.get("hard").and_then(Value::as_object).map(|h| h.keys().collect()).unwrap_or_default();
+    let mut resources: Vec<&String> =
+        status.get("hard").and_then(Value::as_object).map(|h| h.keys().collect()).unwrap_or_default();
     resources.sort();
     let (mut requests, mut limits) = (Vec::new(), Vec::new());
     for resource in resources {
-        let cell = format!("{resource}: {}/{}", quantity(&status, "used", resource), quantity(&status, "hard", resource));
-        if resource.split_once('.').is_some_and(|(prefix, _)| prefix == "limits") { limits.push(cell) } else { requests.push(cell) }
+        let cell =
+            format!("{resource}: {}/{}", quantity(&status, "used", resource), quantity(&status, "hard", resource));
+        if resource.split_once('.').is_some_and(|(prefix, _)| prefix == "limits") {
+            limits.push(cell)
+        } else {
+            requests.push(cell)
+        }
     }
     (requests.join(", "), limits.join(", "))
 }
