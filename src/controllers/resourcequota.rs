@@ -37,8 +37,9 @@ async fn reconcile(ctx: Context, (ns, name): Key) -> Result<Action, ApiError> {
     let mut used = usage::Usage::new();
     for (group, plural) in sources {
         let Some(res) = quota::stored(&ctx.catalog, &group, &plural) else { continue };
-        for obj in ctx.client.list(&client::path(&res, Some(&ns), None, None)).await? {
-            usage::add_masked(&mut used, &usage::object_usage(&group, &plural, &obj), &hard);
+        let objects = ctx.client.list(&client::path(&res, Some(&ns), None, None)).await?;
+        for (resource, amount) in quota::charged(&quota, &hard, &group, &plural, &objects) {
+            *used.entry(resource).or_insert(0) += amount;
         }
     }
     let status = json!({

@@ -4,6 +4,7 @@
 //! reads the controller's `status.used` instead); the controller in
 //! `controllers::resourcequota` keeps `status` current for clients.
 
+pub mod scope;
 pub mod usage;
 
 use super::catalog::{Catalog, ResourceInfo};
@@ -18,29 +19,26 @@ pub fn stored(catalog: &Catalog, group: &str, plural: &str) -> Option<std::sync:
     catalog.all().into_iter().find(|r| r.group == group && r.plural == plural && r.holds_objects())
 }
 
-/// The ResourceQuotas of a namespace that apply to every object (scoped
-/// quotas are not enforced yet).
+/// The ResourceQuotas of a namespace.
 pub async fn quotas(registry: &Registry, catalog: &Catalog, ns: &str) -> Result<Vec<Value>, ApiError> {
     let Some(res) = catalog.lookup("", "v1", "resourcequotas") else { return Ok(Vec::new()) };
-    let items = registry.list(&res, Some(ns), &ListOptions::default()).await?.items;
-    Ok(items
-        .into_iter()
-        .filter(|q| q.pointer("/spec/scopes").is_none() && q.pointer("/spec/scopeSelector").is_none())
-        .collect())
+    Ok(registry.list(&res, Some(ns), &ListOptions::default()).await?.items)
 }
 
-/// The usage of every object of `res` in `ns`, for the resources `hard` limits.
-pub async fn namespace_usage(
-    registry: &Registry,
-    res: &ResourceInfo,
-    ns: &str,
+/// What `objects` of `group`/`plural` charge against `quota` (whose parsed
+/// `spec.hard` is `hard`): only the objects in its scopes, only the limited resources.
+pub fn charged<'a>(
+    quota: &Value,
     hard: &Usage,
-) -> Result<Usage, ApiError> {
+    group: &str,
+    plural: &str,
+    objects: impl IntoIterator<Item = &'a Value>,
+) -> Usage {
     let mut used = Usage::new();
-    for obj in registry.list(res, Some(ns), &ListOptions::default()).await?.items {
-        usage::add_masked(&mut used, &usage::object_usage(&res.group, &res.plural, &obj), hard);
+    for obj in objects.into_iter().filter(|obj| scope::tracks(quota, group, plural, obj)) {
+        usage::add_masked(&mut used, &usage::object_usage(group, plural, obj), hard);
     }
-    Ok(used)
+    used
 }
 
 /// Admits the create of `obj` against every quota of its namespace.
@@ -58,16 +56,20 @@ pub async fn admit_create(call: &Call, obj: &Value) -> Result<(), ApiError> {
     for quota in quotas(registry, catalog, ns).await? {
         let quota_name = quota.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
         let hard = usage::parse_hard(quota.pointer("/spec/hard"));
+        if !scope::tracks(&quota, &res.group, &res.plural, obj) {
+            continue;
+        }
         if is_pod && let Some(missing) = usage::missing_compute(&hard, obj) {
             return Err(forbidden(format!("failed quota: {quota_name}: {missing}")));
         }
-        let mut charged = Usage::new();
-        usage::add_masked(&mut charged, &requested, &hard);
-        if charged.is_empty() {
+        let mut requested_here = Usage::new();
+        usage::add_masked(&mut requested_here, &requested, &hard);
+        if requested_here.is_empty() {
             continue;
         }
-        let used = namespace_usage(registry, res, ns, &hard).await?;
-        usage::check(quota_name, &hard, &used, &charged).map_err(forbidden)?;
+        let existing = registry.list(res, Some(ns), &ListOptions::default()).await?.items;
+        let used = charged(&quota, &hard, &res.group, &res.plural, &existing);
+        usage::check(quota_name, &hard, &used, &requested_here).map_err(forbidden)?;
     }
     Ok(())
 }

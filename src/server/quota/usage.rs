@@ -39,9 +39,18 @@ pub fn source(resource: &str) -> Option<(String, String)> {
     }
 }
 
-/// Whether a pod still holds its quota (terminal pods do not).
+/// Whether a pod still holds its quota: terminal pods do not,
+/// nor do pods being deleted past their grace period.
 pub fn pod_counts(pod: &Value) -> bool {
-    !matches!(pod.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"))
+    if matches!(pod.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed")) {
+        return false;
+    }
+    let deleted = pod.pointer("/metadata/deletionTimestamp").and_then(Value::as_str);
+    let grace = pod.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0);
+    match deleted.and_then(|t| t.parse::<jiff::Timestamp>().ok()) {
+        Some(at) => jiff::Timestamp::now().as_second() <= at.as_second() + grace,
+        None => true,
+    }
 }
 
 /// What `obj`, an object of `group`/`plural`, charges.
@@ -257,6 +266,11 @@ mod tests {
         assert_eq!(got["limits.memory"], 128 * 1024 * 1024 * 1000);
         let done = json!({"spec": {"containers": []}, "status": {"phase": "Succeeded"}});
         assert!(object_usage("", "pods", &done).is_empty());
+        let gone = json!({"metadata": {"deletionTimestamp": "2020-01-01T00:00:00Z", "deletionGracePeriodSeconds": 30}});
+        assert!(object_usage("", "pods", &gone).is_empty());
+        let grace =
+            json!({"metadata": {"deletionTimestamp": "2999-01-01T00:00:00Z", "deletionGracePeriodSeconds": 30}});
+        assert_eq!(object_usage("", "pods", &grace)["pods"], 1000);
         let deploy = object_usage("apps", "deployments", &json!({}));
         assert_eq!(deploy, usage(&[("count/deployments.apps", 1000)]));
         let cm = object_usage("", "configmaps", &json!({}));
