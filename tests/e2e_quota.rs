@@ -112,3 +112,24 @@ fn compute_quota_needs_requests_and_sums_them() {
     let table = cluster.ok(&["get", "quota", "-n", "compute"]);
     assert!(table.contains("requests.cpu: 600m/1, requests.memory: 64Mi/1Gi"), "{table}");
 }
+
+#[test]
+fn racing_creates_cannot_overspend_a_quota() {
+    let cluster = Cluster::start();
+    ready_namespace(&cluster, "race");
+    // kube-root-ca.crt already takes one of the three.
+    cluster.ok(&["create", "quota", "q", "--hard=configmaps=3", "-n", "race"]);
+    let outcomes: Vec<bool> = std::thread::scope(|s| {
+        let creates: Vec<_> = (0..6)
+            .map(|i| {
+                let cluster = &cluster;
+                s.spawn(move || {
+                    cluster.kubectl(&["create", "configmap", &format!("c{i}"), "-n", "race"]).status.success()
+                })
+            })
+            .collect();
+        creates.into_iter().map(|c| c.join().unwrap_or(false)).collect()
+    });
+    assert_eq!(outcomes.iter().filter(|ok| **ok).count(), 2, "{outcomes:?}");
+    eventually("configmaps: 3/3", || used(&cluster, "race", "configmaps") == "3");
+}

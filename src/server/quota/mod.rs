@@ -1,7 +1,9 @@
 //! ResourceQuota admission: a create that would push a namespace's usage
 //! past a quota's `spec.hard` is refused with 403, in upstream's words.
 //! Usage is counted from the stored objects at admission time (upstream
-//! reads the controller's `status.used` instead); the controller in
+//! reads the controller's `status.used` instead), and creates charged to a
+//! quota are serialised on this server until stored, so two racing creates
+//! cannot both take the last unit; the controller in
 //! `controllers::resourcequota` keeps `status` current for clients.
 
 pub mod scope;
@@ -12,7 +14,19 @@ use super::error::ApiError;
 use super::registry::{ListOptions, Registry};
 use super::rest::Call;
 use serde_json::Value;
+use std::sync::{Arc, LazyLock};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use usage::Usage;
+
+/// Held from the quota check of a create until the object is stored.
+static CHARGING: LazyLock<Arc<Mutex<()>>> = LazyLock::new(|| Arc::new(Mutex::new(())));
+
+/// An admitted create; keep it until the object is stored (it holds the
+/// charging lock when a quota was charged).
+#[must_use = "hold the admission until the object is stored"]
+pub struct Admitted {
+    _charging: Option<OwnedMutexGuard<()>>,
+}
 
 /// The stored resource of `group`/`plural`, whichever version serves it.
 pub fn stored(catalog: &Catalog, group: &str, plural: &str) -> Option<std::sync::Arc<ResourceInfo>> {
@@ -42,18 +56,23 @@ pub fn charged<'a>(
 }
 
 /// Admits the create of `obj` against every quota of its namespace.
-pub async fn admit_create(call: &Call, obj: &Value) -> Result<(), ApiError> {
+pub async fn admit_create(call: &Call, obj: &Value) -> Result<Admitted, ApiError> {
     let res = &call.resource;
-    let Some(ns) = call.namespace().filter(|_| res.namespaced) else { return Ok(()) };
+    let Some(ns) = call.namespace().filter(|_| res.namespaced) else { return Ok(Admitted { _charging: None }) };
     let requested = usage::object_usage(&res.group, &res.plural, obj);
     if requested.is_empty() {
-        return Ok(());
+        return Ok(Admitted { _charging: None });
     }
+    let (registry, catalog) = (&call.state.registry, &call.state.catalog);
+    let quotas = quotas(registry, catalog, ns).await?;
+    if quotas.is_empty() {
+        return Ok(Admitted { _charging: None });
+    }
+    let guard = CHARGING.clone().lock_owned().await;
     let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
     let forbidden = |message: String| ApiError::forbidden(&res.group, &res.plural, name, &message);
     let is_pod = res.group.is_empty() && res.plural == "pods";
-    let (registry, catalog) = (&call.state.registry, &call.state.catalog);
-    for quota in quotas(registry, catalog, ns).await? {
+    for quota in quotas {
         let quota_name = quota.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
         let hard = usage::parse_hard(quota.pointer("/spec/hard"));
         if !scope::tracks(&quota, &res.group, &res.plural, obj) {
@@ -71,5 +90,5 @@ pub async fn admit_create(call: &Call, obj: &Value) -> Result<(), ApiError> {
         let used = charged(&quota, &hard, &res.group, &res.plural, &existing);
         usage::check(quota_name, &hard, &used, &requested_here).map_err(forbidden)?;
     }
-    Ok(())
+    Ok(Admitted { _charging: Some(guard) })
 }
