@@ -25,6 +25,7 @@ pub mod podfailurepolicy;
 pub mod podgc;
 pub mod queue;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod revisions;
 pub mod rollout;
 pub mod scheduler;
@@ -81,6 +82,7 @@ fn start_all(ctx: Context, shutdown: CancellationToken) -> JoinSet<()> {
     tasks.spawn(podgc::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(statefulset::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(hpa::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(resourcequota::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(serviceaccount::run(ctx, shutdown));
     tasks
 }

@@ -23,6 +23,7 @@ pub mod openapi;
 pub mod patch;
 pub mod pki;
 pub mod protobuf;
+pub mod quota;
 pub mod registry;
 pub mod request_info;
 pub mod resource_metrics;

@@ -157,7 +157,11 @@ fn decode_map_entry(field: &Field, entry: &[u8]) -> Result<(String, Option<Value
             (1, WireValue::Bytes(b)) => key = String::from_utf8_lossy(b).into_owned(),
             (2, wire) => {
                 value = match (value_kind, &field.3, wire) {
-                    ("message", Some(name), WireValue::Bytes(b)) => Some(decode_message(name, b)?),
+                    // Map values get the wrappers' JSON form too (a ResourceList's Quantities).
+                    ("message", Some(name), WireValue::Bytes(b)) => match decode_message(name, b)? {
+                        Value::Object(map) => special(name, map),
+                        other => Some(other),
+                    },
                     (kind, _, wire) => Some(scalar(kind, wire)?),
                 }
             }
@@ -256,6 +260,15 @@ mod tests {
         assert_eq!(obj, json!({"ports": [{"port": 80, "targetPort": "http"}]}));
         let negative = varint_field(1, (-5i64) as u64);
         assert_eq!(decode_message("api.apps.v1.DeploymentSpec", &negative).unwrap(), json!({"replicas": -5}));
+    }
+
+    #[test]
+    fn resource_lists_read_as_quantity_strings() {
+        let quantity = bytes_field(1, b"2");
+        let entry = [bytes_field(1, b"pods"), bytes_field(2, &quantity)].concat();
+        let spec = bytes_field(1, &entry);
+        let obj = decode_message("api.core.v1.ResourceQuotaSpec", &spec).unwrap();
+        assert_eq!(obj, json!({"hard": {"pods": "2"}}));
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub async fn create(call: Call, body: Bytes) -> Result<Response, ApiError> {
     let warnings = field_validation::check(&call, &obj)?;
     let obj = prepare_create(&call, obj)?;
     admit_namespace(&call).await?;
+    let _admitted = crate::server::quota::admit_create(&call, &obj).await?;
     if call.dry_run()? {
         return Ok(respond(StatusCode::CREATED, &obj, call.negotiated));
     }

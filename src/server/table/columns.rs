@@ -234,6 +234,12 @@ pub fn for_kind(group: &str, kind: &str) -> (Vec<Column>, Cells) {
                 ]
             },
         ),
+        ("", "ResourceQuota") => {
+            (vec![column("Name", 0), column("Age", 0), column("Request", 0), column("Limit", 0)], |o| {
+                let (request, limit) = super::quota::request_limit(o);
+                vec![name(o), created(o), json!(request), json!(limit)]
+            })
+        }
         ("coordination.k8s.io", "Lease") => (vec![column("Name", 0), column("Holder", 0), column("Age", 0)], |o| {
             vec![name(o), json!(s(o, "/spec/holderIdentity")), created(o)]
         }),

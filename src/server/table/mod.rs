@@ -4,6 +4,7 @@
 
 mod columns;
 mod hpa;
+mod quota;
 
 use super::catalog::ResourceInfo;
 use serde_json::{Value, json};
