@@ -230,13 +230,14 @@ fn raft_config() -> Result<Arc<Config>, StoreError> {
     config.validate().map(Arc::new).map_err(|e| StoreError::Raft(e.to_string()))
 }
 
+/// Whether opening sled failed because another handle holds its lock.
+pub(crate) fn is_lock_error(err: &sled::Error) -> bool {
+    matches!(err, sled::Error::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock"))
+}
+
 /// Whether a running process holds the store in `data_dir` (sled's lock).
 pub fn in_use(data_dir: &std::path::Path) -> bool {
-    match sled::Config::new().path(data_dir.join("sled")).open() {
-        Ok(_) => false,
-        Err(sled::Error::Io(err)) => err.kind() == std::io::ErrorKind::WouldBlock || err.to_string().contains("lock"),
-        Err(_) => false,
-    }
+    sled::Config::new().path(data_dir.join("sled")).open().err().is_some_and(|err| is_lock_error(&err))
 }
 
 impl Store {

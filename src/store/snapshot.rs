@@ -193,11 +193,12 @@ fn sled_path(store_dir: &Path) -> PathBuf {
 
 fn open_sled(store_dir: &Path) -> Result<sled::Db, SnapshotError> {
     let path = sled_path(store_dir);
-    sled::Config::new().path(&path).open().map_err(|source| match &source {
-        sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
+    sled::Config::new().path(&path).open().map_err(|source| {
+        if super::is_lock_error(&source) {
             SnapshotError::InUse { path: store_dir.to_path_buf() }
+        } else {
+            SnapshotError::Open { path: path.clone(), source }
         }
-        _ => SnapshotError::Open { path: path.clone(), source },
     })
 }
 

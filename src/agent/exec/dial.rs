@@ -1,4 +1,4 @@
-//! TCP connections into a pod for `kubectl port-forward`: a short-lived
+//! TCP connections into a pod, for `kubectl port-forward` and probes: a short-lived
 //! thread `setns`es into the pod's network namespace and connects to
 //! 127.0.0.1:<port> there (the socket stays in that namespace), as
 //! upstream's runtimes do; hostNetwork pods are dialled on the node.
@@ -20,7 +20,24 @@ pub async fn dial(netns: Option<PathBuf>, pod_ip: String, port: u16) -> Result<T
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "host".into());
     let context = format!("failed to connect to localhost:{port} inside namespace {name:?}, IP: {pod_ip}");
+    let addr = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
+    connect_in(netns, format!("dial tcp4 {addr}"), CONNECT_TIMEOUT, move || Ok(addr))
+        .await
+        .map_err(|e| format!("{context}: {e}"))
+}
+
+/// Connects from inside `netns` (the node's namespace for `None`) to the
+/// address `resolve` gives there: a short-lived thread `setns`es into the
+/// namespace, and the socket stays in it. `shown` (`dial tcp host:port`)
+/// starts the connect error, worded like Go's.
+pub async fn connect_in(
+    netns: Option<PathBuf>,
+    shown: String,
+    timeout: Duration,
+    resolve: impl FnOnce() -> Result<SocketAddr, String> + Send + 'static,
+) -> Result<TcpStream, String> {
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let dial = shown.clone();
     std::thread::spawn(move || {
         let result = (|| -> Result<std::net::TcpStream, String> {
             if let Some(path) = netns {
@@ -28,17 +45,16 @@ pub async fn dial(netns: Option<PathBuf>, pod_ip: String, port: u16) -> Result<T
                 nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
                     .map_err(|e| format!("enter the pod network namespace: {e}"))?;
             }
-            let addr = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
-            let stream = std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
-                .map_err(|e| format!("dial tcp4 {addr}: connect: {}", describe(&e)))?;
+            let addr = resolve()?;
+            let stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+                .map_err(|e| format!("{dial}: connect: {}", describe(&e)))?;
             stream.set_nonblocking(true).map_err(|e| e.to_string())?;
             Ok(stream)
         })();
         let _ = tx.send(result);
     });
-    let stream = rx.await.map_err(|_| format!("{context}: the dialling thread failed"))?;
-    let stream = stream.map_err(|e| format!("{context}: {e}"))?;
-    TcpStream::from_std(stream).map_err(|e| format!("{context}: {e}"))
+    let stream = rx.await.map_err(|_| "the dialling thread failed".to_string())??;
+    TcpStream::from_std(stream).map_err(|e| format!("{shown}: {e}"))
 }
 
 fn describe(err: &std::io::Error) -> String {

@@ -4,6 +4,7 @@
 //! tenant builder (same namespaces, cgroup, user, env, working dir).
 
 mod dial;
+pub use dial::connect_in;
 mod session;
 mod spawn;
 pub mod tenant;

@@ -69,42 +69,17 @@ fn address(target: &Target, host: &Option<String>) -> String {
 /// A TCP connection from inside the pod's network namespace.
 async fn connect(target: &Target, host: &Option<String>, port: u16, timeout: Duration) -> Result<TcpStream, String> {
     let host = address(target, host);
-    let netns = target.netns.clone();
     let shown = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-    let (tx, rx) = tokio::sync::oneshot::channel();
     let dial = shown.clone();
-    std::thread::spawn(move || {
-        let result = (|| -> Result<std::net::TcpStream, String> {
-            if let Some(path) = netns {
-                let file = std::fs::File::open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
-                nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| format!("enter the pod network namespace: {e}"))?;
-            }
-            let addr: SocketAddr = match host.parse::<IpAddr>() {
-                Ok(ip) => SocketAddr::new(ip, port),
-                Err(_) => (host.as_str(), port)
-                    .to_socket_addrs()
-                    .ok()
-                    .and_then(|mut a| a.next())
-                    .ok_or_else(|| format!("dial tcp {dial}: lookup {host}: no such host"))?,
-            };
-            let stream = std::net::TcpStream::connect_timeout(&addr, timeout)
-                .map_err(|e| format!("dial tcp {dial}: connect: {}", describe(&e)))?;
-            stream.set_nonblocking(true).map_err(|e| e.to_string())?;
-            Ok(stream)
-        })();
-        let _ = tx.send(result);
-    });
-    let stream = rx.await.map_err(|_| "probe thread failed".to_string())??;
-    TcpStream::from_std(stream).map_err(|e| format!("dial tcp {shown}: {e}"))
-}
-
-fn describe(err: &std::io::Error) -> String {
-    match err.kind() {
-        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
-        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => "i/o timeout".into(),
-        _ => err.to_string(),
-    }
+    let resolve = move || match host.parse::<IpAddr>() {
+        Ok(ip) => Ok(SocketAddr::new(ip, port)),
+        Err(_) => (host.as_str(), port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| format!("dial tcp {dial}: lookup {host}: no such host")),
+    };
+    exec::connect_in(target.netns.clone(), format!("dial tcp {shown}"), timeout, resolve).await
 }
 
 async fn http(
