@@ -224,28 +224,6 @@ fn a_partitioned_server_catches_up_and_wrong_tokens_are_refused() {
     assert!(log.contains("does not match the token"), "{log}");
 }
 
-const SPREAD: &str = "apiVersion: apps/v1
-kind: Deployment
-metadata: {name: spread}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: spread}}
-  template:
-    metadata: {labels: {app: spread}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      affinity:
-        podAntiAffinity:
-          requiredDuringSchedulingIgnoredDuringExecution:
-          - topologyKey: kubernetes.io/hostname
-            labelSelector: {matchLabels: {app: spread}}
-      containers:
-      - name: main
-        image: REGISTRY/busybox:latest
-        command: [sh, -c, 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www']
-        resources: {limits: {memory: 64Mi}}
-";
-
 /// `name=node podIP` of every Running pod labelled `app=spread`.
 fn spread_pods(server: &Server) -> Vec<(String, String, String)> {
     let out = server.kubectl(&[
@@ -299,7 +277,9 @@ fn agents_fail_over_between_servers_and_keep_their_nodes() {
     });
 
     // A Deployment spreads over both agents; its pods reach each other across nodes.
-    servers.servers[watcher].apply(&SPREAD.replace("REGISTRY", &common::agent::registry()));
+    servers.servers[watcher].apply(&common::agent::spread_deployment(
+        "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www",
+    ));
     eventually("one spread replica Running on each agent", Duration::from_secs(90), &servers, || {
         let nodes: BTreeSet<String> = spread_pods(&servers.servers[watcher]).into_iter().map(|p| p.1).collect();
         nodes.len() == 2

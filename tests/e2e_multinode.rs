@@ -70,28 +70,6 @@ spec:
   - {port: 80, targetPort: 8080, nodePort: 30080}
 ";
 
-const SPREAD: &str = "apiVersion: apps/v1
-kind: Deployment
-metadata: {name: spread}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: spread}}
-  template:
-    metadata: {labels: {app: spread}}
-    spec:
-      terminationGracePeriodSeconds: 2
-      affinity:
-        podAntiAffinity:
-          requiredDuringSchedulingIgnoredDuringExecution:
-          - topologyKey: kubernetes.io/hostname
-            labelSelector: {matchLabels: {app: spread}}
-      containers:
-      - name: main
-        image: REGISTRY/busybox:latest
-        command: [sh, -c, 'exec sleep 3600']
-        resources: {limits: {memory: 64Mi}}
-";
-
 #[test]
 fn pods_services_and_dns_work_across_nodes() {
     if !common::can_run("pods_services_and_dns_work_across_nodes", common::agent_unmet()) {
@@ -178,7 +156,7 @@ fn pods_services_and_dns_work_across_nodes() {
     assert_eq!(page, "hello-from-web\n");
 
     // A Deployment with pod anti-affinity lands one replica on each node.
-    cluster.apply(&SPREAD.replace("REGISTRY", &common::agent::registry()));
+    cluster.apply(&common::agent::spread_deployment("exec sleep 3600"));
     let placed = cluster.wait_for(
         "spread replicas Running on both nodes",
         &[

@@ -92,26 +92,7 @@ impl AgentCluster {
 
     /// The content of a pod's newest (or previous) CRI log of container `main`.
     pub fn log_file(&self, pod: &str, previous: bool) -> String {
-        let root = self.dir.path().join("agent/logs");
-        let Some(dir) = std::fs::read_dir(&root)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .find(|e| e.file_name().to_string_lossy().starts_with(&format!("default_{pod}_")))
-        else {
-            return String::new();
-        };
-        let mut runs: Vec<u32> = std::fs::read_dir(dir.path().join("main"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
-            .collect();
-        runs.sort_unstable();
-        let pick = if previous { runs.len().checked_sub(2) } else { runs.len().checked_sub(1) };
-        let Some(run) = pick.map(|i| runs[i]) else { return String::new() };
-        let text = std::fs::read_to_string(dir.path().join("main").join(format!("{run}.log"))).unwrap_or_default();
-        text.lines().filter_map(|l| l.splitn(4, ' ').nth(3)).map(|c| format!("{c}\n")).collect()
+        pod_log(&self.dir.path().join("agent"), pod, previous)
     }
 
     /// The PIDs whose cgroup belongs to the pod with `uid`.
@@ -154,4 +135,58 @@ impl Drop for AgentCluster {
         self.stop();
         self.force_cleanup();
     }
+}
+
+/// What container `main` of `pod` (namespace default) wrote, as the newest
+/// (or previous) CRI log file under `agent_dir` holds it (empty if none).
+pub fn pod_log(agent_dir: &std::path::Path, pod: &str, previous: bool) -> String {
+    let root = agent_dir.join("logs");
+    let Some(dir) = std::fs::read_dir(&root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(&format!("default_{pod}_")))
+    else {
+        return String::new();
+    };
+    let mut runs: Vec<u32> = std::fs::read_dir(dir.path().join("main"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+        .collect();
+    runs.sort_unstable();
+    let pick = if previous { runs.len().checked_sub(2) } else { runs.len().checked_sub(1) };
+    let Some(run) = pick.map(|i| runs[i]) else { return String::new() };
+    let text = std::fs::read_to_string(dir.path().join("main").join(format!("{run}.log"))).unwrap_or_default();
+    text.lines().filter_map(|l| l.splitn(4, ' ').nth(3)).map(|c| format!("{c}\n")).collect()
+}
+
+/// A Deployment of two busybox replicas running `command`, one per node
+/// (required pod anti-affinity on the hostname), from the node registry.
+pub fn spread_deployment(command: &str) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: spread}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: spread}}}}
+  template:
+    metadata: {{labels: {{app: spread}}}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+          - topologyKey: kubernetes.io/hostname
+            labelSelector: {{matchLabels: {{app: spread}}}}
+      containers:
+      - name: main
+        image: {registry}/{IMAGE}
+        command: [sh, -c, {command:?}]
+        resources: {{limits: {{memory: 64Mi}}}}
+",
+        registry = registry(),
+    )
 }

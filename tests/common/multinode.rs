@@ -117,25 +117,7 @@ impl JoinedNode {
     /// The output of container `main` of `pod` (namespace default) as its
     /// newest CRI log file on this node holds it (without going through the API).
     pub fn pod_log_file(&self, pod: &str) -> String {
-        let root = self.data_dir().join("agent/logs");
-        let Some(dir) = std::fs::read_dir(&root)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .find(|e| e.file_name().to_string_lossy().starts_with(&format!("default_{pod}_")))
-        else {
-            return String::new();
-        };
-        let mut runs: Vec<u32> = std::fs::read_dir(dir.path().join("main"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
-            .collect();
-        runs.sort_unstable();
-        let Some(run) = runs.last() else { return String::new() };
-        let text = std::fs::read_to_string(dir.path().join("main").join(format!("{run}.log"))).unwrap_or_default();
-        text.lines().filter_map(|l| l.splitn(4, ' ').nth(3)).map(|c| format!("{c}\n")).collect()
+        super::agent::pod_log(&self.data_dir().join("agent"), pod, false)
     }
 
     pub fn log_tail(&self) -> String {
