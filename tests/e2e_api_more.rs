@@ -120,6 +120,44 @@ fn service_account_tokens_authenticate_and_rbac_decides() {
 }
 
 #[test]
+fn access_reviews_cover_rules_paths_and_other_users() {
+    let cluster = Cluster::start();
+    cluster.ok(&["create", "serviceaccount", "reader"]);
+    cluster.ok(&["create", "role", "pod-reader", "--verb=get,list", "--resource=pods"]);
+    cluster.ok(&["create", "rolebinding", "reader", "--role=pod-reader", "--serviceaccount=default:reader"]);
+    let reader = "--as=system:serviceaccount:default:reader";
+    let rules = cluster.ok(&["auth", "can-i", "--list", reader]);
+    let pods = rules.lines().find(|l| l.starts_with("pods ")).unwrap_or_default();
+    assert!(pods.ends_with("[get list]"), "the Role's rule is listed: {rules}");
+    assert!(rules.lines().any(|l| l.contains("[/healthz]")), "system:public-info-viewer's paths are listed: {rules}");
+    assert!(!rules.contains("*.*"), "the reader is no admin: {rules}");
+    let can_i = |args: &[&str]| String::from_utf8_lossy(&cluster.kubectl(args).stdout).trim().to_string();
+    assert_eq!(can_i(&["auth", "can-i", "get", "/healthz", reader]), "yes");
+    assert_eq!(can_i(&["auth", "can-i", "get", "/metrics", reader]), "no");
+    assert_eq!(can_i(&["auth", "can-i", "*", "*"]), "yes");
+    assert_eq!(can_i(&["auth", "can-i", "*", "*", reader]), "no");
+    // Delegated authorization: an admin asks about another user.
+    let review = |kind: &str, namespace: &str| {
+        format!(
+            "apiVersion: authorization.k8s.io/v1\nkind: {kind}\nmetadata: {{namespace: {namespace}}}\n\
+             spec: {{user: system:serviceaccount:default:reader, groups: [system:serviceaccounts],\n\
+             resourceAttributes: {{namespace: default, verb: list, resource: pods}}}}\n"
+        )
+    };
+    for (kind, namespace, allowed) in
+        [("SubjectAccessReview", "default", "true"), ("LocalSubjectAccessReview", "default", "true")]
+    {
+        let out =
+            cluster.kubectl_stdin(&["create", "-f", "-", "-o", "jsonpath={.status.allowed}"], &review(kind, namespace));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), allowed, "{kind}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = cluster
+        .kubectl_stdin(&["create", "-n", "kube-system", "-f", "-"], &review("LocalSubjectAccessReview", "kube-system"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("must match metadata.namespace"), "a local review about another namespace is invalid: {err}");
+}
+
+#[test]
 fn dry_run_describe_explain_and_diff() {
     let cluster = Cluster::start();
     let out = cluster.ok(&[

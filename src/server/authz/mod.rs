@@ -66,6 +66,35 @@ pub async fn allowed(state: &ApiState, user: &UserInfo, attrs: &Attributes<'_>) 
     Ok(false)
 }
 
+/// Every rule RBAC grants the user in `namespace` (cluster-wide rules
+/// included), for SelfSubjectRulesReview: ClusterRoleBindings' roles first,
+/// then the namespace's RoleBindings' roles.
+pub async fn rules(state: &ApiState, user: &UserInfo, namespace: &str) -> Result<Vec<Value>, ApiError> {
+    let mut rules = Vec::new();
+    let mut add = |role: Option<Value>| {
+        if let Some(list) = role.as_ref().and_then(|r| r.get("rules")).and_then(Value::as_array) {
+            rules.extend(list.iter().cloned());
+        }
+    };
+    for binding in stale_list(state, "clusterrolebindings", None).await? {
+        if rbac::binding_matches(&binding, user)
+            && let Some(("ClusterRole", name)) = rbac::role_ref(&binding)
+        {
+            add(role(state, "ClusterRole", name, None).await?);
+        }
+    }
+    if !namespace.is_empty() {
+        for binding in stale_list(state, "rolebindings", Some(namespace)).await? {
+            if rbac::binding_matches(&binding, user)
+                && let Some((kind, name)) = rbac::role_ref(&binding)
+            {
+                add(role(state, kind, name, Some(namespace)).await?);
+            }
+        }
+    }
+    Ok(rules)
+}
+
 /// Allows a resource request or answers 403 naming the user, verb and resource.
 pub async fn authorize(
     state: &ApiState,
