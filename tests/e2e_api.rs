@@ -57,6 +57,10 @@ fn kubectl_reads_version_discovery_and_default_namespaces() {
     );
     let service = cluster.ok(&["get", "service", "kubernetes", "-o", "jsonpath={.spec.clusterIP}"]);
     assert_eq!(service, "10.43.0.1");
+    let components = cluster.ok(&["get", "componentstatuses"]);
+    for component in ["scheduler", "controller-manager", "etcd-0"] {
+        assert!(components.lines().any(|l| l.starts_with(component) && l.contains("Healthy")), "{components}");
+    }
 }
 
 #[test]

@@ -39,9 +39,14 @@ impl ResourceInfo {
         if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
     }
 
+    /// `v1 componentstatuses`, computed by `server::component_status`.
+    pub fn is_component_status(&self) -> bool {
+        self.group.is_empty() && self.plural == "componentstatuses"
+    }
+
     /// The verbs of the resource itself, as discovery lists them.
     pub fn verbs(&self) -> Vec<&'static str> {
-        if self.group == super::resource_metrics::GROUP {
+        if self.group == super::resource_metrics::GROUP || self.is_component_status() {
             return vec!["get", "list"];
         }
         if !self.stored {
@@ -231,7 +236,11 @@ impl Catalog {
         let reviews = REVIEWS.iter().chain(RESOURCE_METRICS).map(|&(group, version, kind, plural, namespaced)| {
             builtin(group, version, kind, plural, namespaced, ["", "", ""], false)
         });
-        let resources: Vec<Arc<ResourceInfo>> = stored.chain(reviews).collect();
+        // Health of the control plane, computed per request (`server::component_status`).
+        let component_statuses =
+            builtin("", "v1", "ComponentStatus", "componentstatuses", false, ["cs", "", ""], false);
+        let resources: Vec<Arc<ResourceInfo>> =
+            stored.chain(reviews).chain(std::iter::once(component_statuses)).collect();
         Catalog { resources: Arc::new(RwLock::new(resources)) }
     }
 

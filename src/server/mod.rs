@@ -7,6 +7,7 @@ pub mod bootstrap;
 pub mod catalog;
 pub mod certificate_cmd;
 pub mod client;
+pub mod component_status;
 pub mod config;
 pub mod conversion;
 pub mod discovery;

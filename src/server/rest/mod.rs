@@ -172,6 +172,9 @@ async fn serve(
     if call.resource.kind == "TokenReview" {
         return tokens::review(call, body).await;
     }
+    if call.resource.is_component_status() {
+        return super::component_status::handle(call).await;
+    }
     if call.resource.group == super::resource_metrics::GROUP {
         return super::resource_metrics::handle(call).await;
     }

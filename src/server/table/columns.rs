@@ -54,6 +54,17 @@ pub fn for_kind(group: &str, kind: &str) -> (Vec<Column>, Cells) {
             ],
             pod_cells,
         ),
+        ("", "ComponentStatus") => {
+            (vec![column("Name", 0), column("Status", 0), column("Message", 0), column("Error", 0)], |o| {
+                let healthy = s(o, "/conditions/0/status") == "True";
+                vec![
+                    name(o),
+                    json!(if healthy { "Healthy" } else { "Unhealthy" }),
+                    json!(s(o, "/conditions/0/message")),
+                    json!(s(o, "/conditions/0/error")),
+                ]
+            })
+        }
         ("", "Namespace") => (vec![column("Name", 0), column("Status", 0), column("Age", 0)], |o| {
             vec![name(o), json!(s(o, "/status/phase")), created(o)]
         }),
