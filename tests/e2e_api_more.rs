@@ -158,6 +158,24 @@ fn access_reviews_cover_rules_paths_and_other_users() {
 }
 
 #[test]
+fn protobuf_bodies_of_typed_clients_read_like_their_json() {
+    let cluster = Cluster::start();
+    // kubectl create sends these as application/vnd.kubernetes.protobuf.
+    cluster.ok(&["create", "deployment", "web", "--image=x", "--replicas=0"]);
+    cluster.ok(&["create", "configmap", "settings", "--from-literal=a=b"]);
+    let deployment: serde_json::Value =
+        serde_json::from_str(&cluster.ok(&["get", "deployment", "web", "-o", "json"])).expect("deployment JSON");
+    assert_eq!(deployment["spec"]["replicas"], 0, "a pointer field's zero is kept: {deployment}");
+    let template = &deployment["spec"]["template"];
+    for absent in ["/metadata/generation", "/spec/hostNetwork", "/spec/containers/0/stdin", "/spec/containers/0/tty"] {
+        assert!(template.pointer(absent).is_none(), "{absent} is not in upstream's JSON: {template}");
+    }
+    assert!(deployment["spec"].get("minReadySeconds").is_none(), "{deployment}");
+    let configmap = cluster.ok(&["get", "configmap", "settings", "-o", "yaml"]);
+    assert!(!configmap.contains("generation"), "{configmap}");
+}
+
+#[test]
 fn dry_run_describe_explain_and_diff() {
     let cluster = Cluster::start();
     let out = cluster.ok(&[
