@@ -24,6 +24,11 @@ pub enum AgentError {
     Runtime { id: String, message: String },
     #[error("pod sandbox {pod}: {message}")]
     Sandbox { pod: String, message: String },
+    /// What the container's environment needs is missing (upstream's
+    /// CreateContainerConfigError): the message is upstream's, e.g.
+    /// `configmap "settings" not found`.
+    #[error("{message}")]
+    ContainerConfig { message: String },
     #[error("invalid pod {pod}: {message}")]
     InvalidPod { pod: String, message: String },
     #[error("{what}: {source}")]

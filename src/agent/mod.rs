@@ -4,6 +4,8 @@
 
 pub mod args;
 pub mod backoff;
+pub mod downward;
+pub mod env;
 pub mod error;
 pub mod exec;
 pub mod host;
@@ -22,6 +24,7 @@ pub mod servers;
 pub mod spec;
 pub mod stats;
 pub mod status;
+pub mod volumes;
 
 pub use error::AgentError;
 

@@ -25,6 +25,9 @@ use tokio::time::Instant;
 /// What the manager tells a worker: the pod as the API has it, or `None` when it is gone.
 pub type PodUpdates = watch::Receiver<Option<Value>>;
 
+/// How often running pods' volumes are rewritten from their sources, as the kubelet's sync period.
+const VOLUME_REFRESH: Duration = Duration::from_secs(60);
+
 struct Worker {
     ctx: Arc<AgentCtx>,
     uid: String,
@@ -38,6 +41,8 @@ struct Worker {
     next_start: HashMap<String, Instant>,
     run_started: HashMap<String, Instant>,
     sandbox_ready: bool,
+    /// When the volumes were last refreshed (configMaps, Secrets, tokens).
+    volumes_refreshed: Option<Instant>,
     reported: Option<Value>,
     start_time: String,
     /// Probe tasks by container name, and what they found.
@@ -78,6 +83,7 @@ pub async fn run(ctx: Arc<AgentCtx>, uid: String, mut updates: PodUpdates) {
         next_start: HashMap::new(),
         run_started: HashMap::new(),
         sandbox_ready: false,
+        volumes_refreshed: None,
         reported: None,
         start_time,
         probes: HashMap::new(),
@@ -227,6 +233,7 @@ impl Worker {
             match sandbox::prepare(&self.ctx, &self.pod, &self.paths).await {
                 Ok(()) => {
                     self.sandbox_ready = true;
+                    self.volumes_refreshed = Some(Instant::now());
                     let _ = std::fs::write(
                         self.paths.root.join("pod.json"),
                         serde_json::to_vec(&self.pod).unwrap_or_default(),
@@ -241,6 +248,13 @@ impl Worker {
         let policy = self.pod.pointer("/spec/restartPolicy").and_then(Value::as_str).unwrap_or("Always").to_string();
         let mut wake: Option<Instant> = None;
         let mut soonest = |at: Instant| wake = Some(wake.map_or(at, |w: Instant| w.min(at)));
+        if self.volumes_refreshed.is_none_or(|at| at.elapsed() >= VOLUME_REFRESH) {
+            if let Err(err) = super::volumes::populate(&self.ctx, &self.pod, &self.paths).await {
+                tracing::warn!(error = %err, "cannot refresh the pod's volumes");
+            }
+            self.volumes_refreshed = Some(Instant::now());
+        }
+        soonest(self.volumes_refreshed.map_or_else(Instant::now, |at| at + VOLUME_REFRESH));
         for (container, init) in containers(&self.pod) {
             let name = container.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
             let record = self.records.iter().find(|r| r.name == name).cloned();
@@ -282,6 +296,7 @@ impl Worker {
                         AgentError::Pull { .. } | AgentError::Reference { .. } | AgentError::Layer { .. } => {
                             "ErrImagePull"
                         }
+                        AgentError::ContainerConfig { .. } => "CreateContainerConfigError",
                         _ => "CreateContainerError",
                     };
                     if let Some(r) = self.record_mut(&name) {
@@ -318,6 +333,7 @@ impl Worker {
         };
         let policy = container.get("imagePullPolicy").and_then(Value::as_str).unwrap_or_default();
         let image = self.ctx.images.ensure(&image_name, policy).await?;
+        let env = super::env::resolve(&self.ctx, &self.pod, container).await?;
         let id = format!("{}-{name}-{restart}", self.uid);
         let run_dir = self.run_dir(&name, restart);
         let rootfs = run_dir.join("rootfs");
@@ -330,6 +346,7 @@ impl Worker {
             pod: &self.pod,
             container,
             image: &image,
+            env: &env,
             netns,
             cgroups_path: format!("/kubepods/pod{}/{name}", self.uid),
             mounts: sandbox::container_mounts(&self.pod, container, &self.paths),

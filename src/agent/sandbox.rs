@@ -1,13 +1,12 @@
 //! The pod sandbox: the pod's folders, its network namespace and its place
 //! on the pod network (an address through [`crate::cni`]), /etc/hosts,
-//! /etc/resolv.conf, and its volumes (emptyDir, configMap, secret and
-//! hostPath written to files).
+//! /etc/resolv.conf, its volumes ([`super::volumes`]) and the containers'
+//! bind mounts.
 
 use super::AgentCtx;
 use super::error::{AgentError, Result};
 use super::spec::BindMount;
 use crate::cni::{PodNetwork, PodRequest};
-use base64::Engine;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -64,50 +63,6 @@ fn write(path: &Path, data: &[u8]) -> Result<()> {
     std::fs::write(path, data).map_err(AgentError::io("write", path))
 }
 
-/// Writes `items` (key → bytes) into `dir`, mapped by the volume's `items` if any.
-fn write_keys(dir: &Path, data: &[(String, Vec<u8>)], items: Option<&Vec<Value>>) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(AgentError::io("create volume", dir))?;
-    match items {
-        Some(items) if !items.is_empty() => {
-            for item in items {
-                let key = item.get("key").and_then(Value::as_str).unwrap_or_default();
-                let path = item.get("path").and_then(Value::as_str).unwrap_or(key);
-                if path.split('/').any(|p| p == "..") {
-                    continue;
-                }
-                if let Some((_, bytes)) = data.iter().find(|(k, _)| k == key) {
-                    write(&dir.join(path), bytes)?;
-                }
-            }
-        }
-        _ => {
-            for (key, bytes) in data {
-                if !key.contains('/') && key != ".." {
-                    write(&dir.join(key), bytes)?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn decode_map(obj: &Value, key: &str, base64: bool) -> Vec<(String, Vec<u8>)> {
-    obj.get(key)
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, v)| {
-            let text = v.as_str()?;
-            let bytes = if base64 {
-                base64::engine::general_purpose::STANDARD.decode(text).ok()?
-            } else {
-                text.as_bytes().to_vec()
-            };
-            Some((k.clone(), bytes))
-        })
-        .collect()
-}
-
 /// Creates the sandbox (idempotent): folders, netns, hosts/resolv.conf and volumes.
 pub async fn prepare(ctx: &AgentCtx, pod: &Value, paths: &PodPaths) -> Result<()> {
     let namespace = pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default");
@@ -138,49 +93,7 @@ pub async fn prepare(ctx: &AgentCtx, pod: &Value, paths: &PodPaths) -> Result<()
         write(&paths.root.join("hosts"), hosts_file(hostname, pod_ip.map(|ip| ip.to_string()).as_deref()).as_bytes())?;
     }
     write(&paths.root.join("hostname"), format!("{hostname}\n").as_bytes())?;
-    for volume in pod.pointer("/spec/volumes").and_then(Value::as_array).into_iter().flatten() {
-        let Some(vname) = volume.get("name").and_then(Value::as_str) else { continue };
-        let dir = paths.volume(vname);
-        if let Some(cm) = volume.get("configMap") {
-            let source = cm.get("name").and_then(Value::as_str).unwrap_or_default();
-            let optional = cm.get("optional").and_then(Value::as_bool).unwrap_or(false);
-            match ctx.client.get(&format!("/api/v1/namespaces/{namespace}/configmaps/{source}")).await {
-                Ok(obj) => {
-                    let mut data = decode_map(&obj, "data", false);
-                    data.extend(decode_map(&obj, "binaryData", true));
-                    write_keys(&dir, &data, cm.get("items").and_then(Value::as_array))?;
-                }
-                Err(err) if err.code == 404 && optional => write_keys(&dir, &[], None)?,
-                Err(err) => {
-                    return Err(AgentError::api(format!("configmap {namespace}/{source} for volume {vname}"))(err));
-                }
-            }
-        } else if let Some(secret) = volume.get("secret") {
-            let source = secret.get("secretName").and_then(Value::as_str).unwrap_or_default();
-            let optional = secret.get("optional").and_then(Value::as_bool).unwrap_or(false);
-            match ctx.client.get(&format!("/api/v1/namespaces/{namespace}/secrets/{source}")).await {
-                Ok(obj) => {
-                    let mut data = decode_map(&obj, "data", true);
-                    data.extend(decode_map(&obj, "stringData", false));
-                    write_keys(&dir, &data, secret.get("items").and_then(Value::as_array))?;
-                }
-                Err(err) if err.code == 404 && optional => write_keys(&dir, &[], None)?,
-                Err(err) => {
-                    return Err(AgentError::api(format!("secret {namespace}/{source} for volume {vname}"))(err));
-                }
-            }
-        } else if let Some(path) = volume.pointer("/hostPath/path").and_then(Value::as_str) {
-            let kind = volume.pointer("/hostPath/type").and_then(Value::as_str).unwrap_or_default();
-            if kind == "DirectoryOrCreate" {
-                std::fs::create_dir_all(path).map_err(AgentError::io("create hostPath", path))?;
-            }
-        } else {
-            if volume.get("emptyDir").is_none() {
-                tracing::warn!(pod = %format!("{namespace}/{name}"), volume = vname, "unsupported volume type; using an empty folder");
-            }
-            std::fs::create_dir_all(&dir).map_err(AgentError::io("create volume", &dir))?;
-        }
-    }
+    super::volumes::populate(ctx, pod, paths).await?;
     Ok(())
 }
 
@@ -205,7 +118,7 @@ pub fn container_mounts(pod: &Value, container: &Value, paths: &PodPaths) -> Vec
             }
         }
         let readonly = mount.get("readOnly").and_then(Value::as_bool).unwrap_or(false)
-            || volume.is_some_and(|v| v.get("configMap").is_some() || v.get("secret").is_some());
+            || volume.is_some_and(super::volumes::always_read_only);
         mounts.push(BindMount { destination: destination.to_string(), source, readonly });
     }
     for (file, destination) in
@@ -307,15 +220,6 @@ mod tests {
             resolv_conf("web", "10.43.0.10", "cluster.local"),
             "search web.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.43.0.10\noptions ndots:5\n"
         );
-    }
-
-    #[test]
-    fn keys_map_through_items() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = vec![("a".to_string(), b"1".to_vec()), ("b".to_string(), b"2".to_vec())];
-        write_keys(dir.path(), &data, Some(&vec![json!({"key": "b", "path": "sub/x"})])).expect("write");
-        assert_eq!(std::fs::read(dir.path().join("sub/x")).expect("x"), b"2");
-        assert!(!dir.path().join("a").exists());
     }
 
     fn fake_ctx(dir: &Path, network: Arc<crate::cni::FakeNetwork>) -> AgentCtx {

@@ -17,6 +17,8 @@ pub struct SpecInput<'a> {
     pub pod: &'a Value,
     pub container: &'a Value,
     pub image: &'a Image,
+    /// What the pod gives the container's environment, in order ([`super::env::resolve`]).
+    pub env: &'a [(String, String)],
     /// The pod's network namespace; `None` with hostNetwork.
     pub netns: Option<&'a Path>,
     pub cgroups_path: String,
@@ -52,10 +54,14 @@ fn strings(value: Option<&Value>) -> Option<Vec<String>> {
 }
 
 /// The process arguments, by Kubernetes' rules for command/args over the
-/// image's Entrypoint/Cmd.
-pub fn process_args(container: &Value, image: &Image) -> Vec<String> {
-    let command = strings(container.get("command")).filter(|c| !c.is_empty());
-    let args = strings(container.get("args")).filter(|a| !a.is_empty());
+/// image's Entrypoint/Cmd; the container's own command and args have their
+/// `$(VAR)` references expanded from `vars` (the pod-given environment).
+pub fn process_args(container: &Value, image: &Image, vars: &[(String, String)]) -> Vec<String> {
+    let expanded = |key: &str| {
+        strings(container.get(key)).map(|list| list.iter().map(|arg| expand(arg, vars)).collect::<Vec<_>>())
+    };
+    let command = expanded("command").filter(|c| !c.is_empty());
+    let args = expanded("args").filter(|a| !a.is_empty());
     match (command, args) {
         (Some(mut command), args) => {
             command.extend(args.unwrap_or_default());
@@ -75,7 +81,7 @@ pub fn process_args(container: &Value, image: &Image) -> Vec<String> {
 }
 
 /// `$(VAR)` references expanded from `vars`; `$$` escapes.
-fn expand(text: &str, vars: &[(String, String)]) -> String {
+pub fn expand(text: &str, vars: &[(String, String)]) -> String {
     let mut out = String::new();
     let mut rest = text;
     while let Some(pos) = rest.find('$') {
@@ -99,40 +105,23 @@ fn expand(text: &str, vars: &[(String, String)]) -> String {
     out
 }
 
-/// The environment: image Env, then the container's env (later wins).
-pub fn environment(pod: &Value, container: &Value, image: &Image) -> Vec<String> {
+/// The environment: image Env, HOSTNAME, then what the pod gives the
+/// container ([`super::env::resolve`]); later entries win.
+pub fn environment(pod: &Value, image: &Image, given: &[(String, String)]) -> Vec<String> {
     let mut vars: Vec<(String, String)> = Vec::new();
-    let set = |vars: &mut Vec<(String, String)>, k: String, v: String| {
+    let mut set = |k: String, v: String| {
         vars.retain(|(name, _)| name != &k);
         vars.push((k, v));
     };
     for entry in image.env() {
         if let Some((k, v)) = entry.split_once('=') {
-            set(&mut vars, k.to_string(), v.to_string());
+            set(k.to_string(), v.to_string());
         }
     }
     let hostname = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-    set(&mut vars, "HOSTNAME".into(), hostname.to_string());
-    for var in container.get("env").and_then(Value::as_array).into_iter().flatten() {
-        let Some(name) = var.get("name").and_then(Value::as_str) else { continue };
-        let value = if let Some(value) = var.get("value").and_then(Value::as_str) {
-            expand(value, &vars)
-        } else if let Some(path) = var.pointer("/valueFrom/fieldRef/fieldPath").and_then(Value::as_str) {
-            let pointer = match path {
-                "metadata.name" => "/metadata/name",
-                "metadata.namespace" => "/metadata/namespace",
-                "metadata.uid" => "/metadata/uid",
-                "spec.nodeName" => "/spec/nodeName",
-                "spec.serviceAccountName" => "/spec/serviceAccountName",
-                "status.hostIP" => "/status/hostIP",
-                "status.podIP" => "/status/podIP",
-                _ => "",
-            };
-            pod.pointer(pointer).and_then(Value::as_str).unwrap_or_default().to_string()
-        } else {
-            String::new()
-        };
-        set(&mut vars, name.to_string(), value);
+    set("HOSTNAME".into(), hostname.to_string());
+    for (k, v) in given {
+        set(k.clone(), v.clone());
     }
     vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
@@ -254,8 +243,8 @@ pub fn render(input: &SpecInput<'_>) -> Value {
         "process": {
             "terminal": false,
             "user": {"uid": uid, "gid": gid},
-            "args": process_args(container, input.image),
-            "env": environment(input.pod, container, input.image),
+            "args": process_args(container, input.image, input.env),
+            "env": environment(input.pod, input.image, input.env),
             "cwd": cwd,
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
             "noNewPrivileges": !privileged && !security.and_then(|s| s.get("allowPrivilegeEscalation")).and_then(Value::as_bool).unwrap_or(true),
@@ -307,9 +296,12 @@ mod tests {
     #[test]
     fn command_args_and_image_defaults() {
         let image = image();
-        assert_eq!(process_args(&json!({"command": ["a"], "args": ["b"]}), &image), ["a", "b"]);
-        assert_eq!(process_args(&json!({"args": ["-c", "x"]}), &image), ["-c", "x"]);
-        assert_eq!(process_args(&json!({}), &image), ["sh"]);
+        assert_eq!(process_args(&json!({"command": ["a"], "args": ["b"]}), &image, &[]), ["a", "b"]);
+        assert_eq!(process_args(&json!({"args": ["-c", "x"]}), &image, &[]), ["-c", "x"]);
+        assert_eq!(process_args(&json!({}), &image, &[]), ["sh"]);
+        let vars = [("A".to_string(), "pod".to_string())];
+        let expanded = process_args(&json!({"args": ["echo $(A) $$(A) $(B)"]}), &image, &vars);
+        assert_eq!(expanded, ["echo pod $(A) $(B)"], "references expand, $$ escapes, unknown ones stay");
     }
 
     #[test]
@@ -317,10 +309,13 @@ mod tests {
         let pod = pod();
         let container = &pod["spec"]["containers"][0];
         let image = image();
+        let given: Vec<(String, String)> =
+            [("A", "pod"), ("B", "xpod"), ("NS", "default")].map(|(k, v)| (k.to_string(), v.to_string())).to_vec();
         let spec = render(&SpecInput {
             pod: &pod,
             container,
             image: &image,
+            env: &given,
             netns: Some(Path::new("/data/netns/u1")),
             cgroups_path: "/kubepods/podu1/c".into(),
             mounts: vec![BindMount { destination: "/data".into(), source: "/host/vol".into(), readonly: true }],
@@ -328,7 +323,7 @@ mod tests {
         let parsed: libcontainer::oci_spec::runtime::Spec =
             serde_json::from_value(spec.clone()).expect("a valid OCI runtime spec");
         assert_eq!(parsed.hostname().as_deref(), Some("web"));
-        assert_eq!(spec["process"]["args"], json!(["sh", "-c", "echo $(A) $$HOME; sleep 1"]));
+        assert_eq!(spec["process"]["args"], json!(["sh", "-c", "echo pod $HOME; sleep 1"]));
         let env: Vec<&str> = spec["process"]["env"].as_array().expect("env").iter().filter_map(Value::as_str).collect();
         assert!(env.contains(&"A=pod"));
         assert!(env.contains(&"B=xpod"));
@@ -360,6 +355,7 @@ mod tests {
             pod: &pod,
             container: &pod["spec"]["containers"][0],
             image: &image,
+            env: &[],
             netns: None,
             cgroups_path: String::new(),
             mounts: Vec::new(),

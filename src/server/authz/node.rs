@@ -100,6 +100,20 @@ pub async fn restrict(state: &ApiState, user: &UserInfo, attrs: &Attributes<'_>)
                 Err(denied(node, format!("{verb} pod {ns}/{pod}, which is not bound to it")))
             }
         }
+        ("", "serviceaccounts/token") => {
+            let (Some(ns), Some(account), "create") = (namespace, name, verb) else {
+                return Err(denied(node, format!("{verb} {resource} other than by name")));
+            };
+            let pods = pods_of_node(state, ns, node).await?;
+            let runs_as = |pod: &Value| {
+                pod.pointer("/spec/serviceAccountName").and_then(Value::as_str).unwrap_or("default") == account
+            };
+            if pods.iter().any(runs_as) {
+                Ok(())
+            } else {
+                Err(denied(node, format!("create a token for {ns}/{account}: no pod on the node runs as it")))
+            }
+        }
         ("", "secrets" | "configmaps" | "persistentvolumeclaims") => {
             let kind = match resource {
                 "secrets" => "secret",

@@ -40,6 +40,7 @@ macro_rules! kind_types {
 /// Every kind with a Rust type; kinds missing here get a permissive schema.
 pub const KIND_TYPES: &[KindType] = kind_types![
     core::v1::Pod,
+    core::v1::ComponentStatus,
     core::v1::Service,
     core::v1::Endpoints,
     core::v1::Namespace,

@@ -16,6 +16,7 @@ mod patch;
 pub(crate) mod portforward;
 mod read;
 mod scale;
+mod service_account_admission;
 mod services;
 mod tokens;
 mod watch;

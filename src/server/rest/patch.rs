@@ -63,6 +63,7 @@ pub async fn patch(call: Call, body: Bytes) -> Result<Response, ApiError> {
                 &res.api_version(),
             );
             admit_namespace(&call).await?;
+            super::service_account_admission::admit(&call, &mut obj).await?;
             let _admitted = crate::server::quota::admit_create(&call, &obj).await?;
             if dry_run {
                 return Ok(respond(StatusCode::CREATED, &obj, call.negotiated));

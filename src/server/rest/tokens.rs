@@ -33,9 +33,19 @@ pub async fn request(call: Call, body: Bytes) -> Result<Response, ApiError> {
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
+    let node = crate::server::authz::node::node_of(&call.user).map(str::to_string);
     let pod = match review.pointer("/spec/boundObjectRef") {
         Some(bound) if bound.get("kind").and_then(Value::as_str) == Some("Pod") => {
-            Some(bound_pod(&call, &ns, bound).await?)
+            Some(bound_pod(&call, &ns, bound, node.as_deref()).await?)
+        }
+        // NodeRestriction: a node may only ask for tokens bound to its pods.
+        _ if node.is_some() => {
+            return Err(ApiError::forbidden(
+                "",
+                "serviceaccounts",
+                call.name(),
+                "node requested token not bound to a pod",
+            ));
         }
         _ => None,
     };
@@ -88,7 +98,7 @@ pub async fn review(call: Call, body: Bytes) -> Result<Response, ApiError> {
 
 /// The pod a token is bound to, as it is now: it must exist, match the given
 /// UID (if any) and run as the token's service account, as upstream requires.
-async fn bound_pod(call: &Call, ns: &str, bound: &Value) -> Result<ObjectRef, ApiError> {
+async fn bound_pod(call: &Call, ns: &str, bound: &Value, node: Option<&str>) -> Result<ObjectRef, ApiError> {
     let name = bound.get("name").and_then(Value::as_str).unwrap_or_default();
     let pods = call.state.catalog.lookup("", "v1", "pods").ok_or_else(ApiError::not_found_path)?;
     let pod = call.state.registry.get(&pods, Some(ns), name).await?;
@@ -103,6 +113,16 @@ async fn bound_pod(call: &Call, ns: &str, bound: &Value) -> Result<ObjectRef, Ap
             &format!(
                 "the UID in the bound object reference ({asked}) does not match the UID in record ({uid}). The object might have been deleted and then recreated"
             ),
+        ));
+    }
+    if let Some(node) = node
+        && pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(node)
+    {
+        return Err(ApiError::forbidden(
+            "",
+            "serviceaccounts",
+            call.name(),
+            "node requested token bound to a pod scheduled on a different node",
         ));
     }
     let runs_as = pod.pointer("/spec/serviceAccountName").and_then(Value::as_str).unwrap_or("default");

@@ -17,8 +17,9 @@ const EVENT_TTL: Duration = Duration::from_secs(3600);
 pub async fn create(call: Call, body: Bytes) -> Result<Response, ApiError> {
     let obj = decode_body(&call.headers, &body)?;
     let warnings = field_validation::check(&call, &obj)?;
-    let obj = prepare_create(&call, obj)?;
+    let mut obj = prepare_create(&call, obj)?;
     admit_namespace(&call).await?;
+    super::service_account_admission::admit(&call, &mut obj).await?;
     let _admitted = crate::server::quota::admit_create(&call, &obj).await?;
     if call.dry_run()? {
         return Ok(respond(StatusCode::CREATED, &obj, call.negotiated));
