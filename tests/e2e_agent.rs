@@ -129,3 +129,59 @@ fn crashing_containers_back_off() {
     assert!(restarts.trim().parse::<u32>().expect("restartCount") >= 1);
     cluster.wait_logs("crasher", &["--previous"], "crash\n");
 }
+
+/// The pod of `pods_reach_the_api_with_their_service_account`: env from a
+/// ConfigMap and the downward API, the `kubernetes` Service reachable, and
+/// its mounted token printed for the test to use (busybox's own TLS cannot
+/// talk to a modern TLS server, so the test makes the API call instead).
+fn api_client_pod(node: &str) -> String {
+    let script = "SA=/var/run/secrets/kubernetes.io/serviceaccount; \
+        echo \"ns=$(cat $SA/namespace) mode=$MODE color=$CFG_color mem=$MEM_MI host=$HOST_IP api=$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT\"; \
+        test -s $SA/ca.crt && echo ca=present; \
+        until nc -w 3 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT </dev/null; do sleep 1; done; echo api=reachable; \
+        echo token=$(cat $SA/token); sleep 3600";
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: api-client}}\nspec:\n  nodeName: {node}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: {registry}/{image}\n    command: [sh, -c, {script:?}]\n    resources: {{limits: {{memory: 64Mi}}}}\n    envFrom: [{{prefix: CFG_, configMapRef: {{name: settings}}}}]\n    env:\n    - {{name: MODE, valueFrom: {{configMapKeyRef: {{name: settings, key: mode}}}}}}\n    - {{name: HOST_IP, valueFrom: {{fieldRef: {{fieldPath: status.hostIP}}}}}}\n    - {{name: MEM_MI, valueFrom: {{resourceFieldRef: {{resource: limits.memory, divisor: 1Mi}}}}}}\n",
+        registry = common::agent::registry(),
+        image = common::agent::IMAGE,
+    )
+}
+
+#[test]
+fn pods_reach_the_api_with_their_service_account() {
+    if !can_run("pods_reach_the_api_with_their_service_account") {
+        return;
+    }
+    let cluster = AgentCluster::start();
+    cluster.ok(&["create", "configmap", "settings", "--from-literal=mode=fast", "--from-literal=color=blue"]);
+    cluster.ok(&["create", "rolebinding", "default-view", "--clusterrole=view", "--serviceaccount=default:default"]);
+    cluster.apply(&api_client_pod(&cluster.node));
+    let volume = cluster.ok(&["get", "pod", "api-client", "-o", "jsonpath={.spec.volumes[0].name}"]);
+    assert!(volume.starts_with("kube-api-access-"), "ServiceAccount admission adds the token volume: {volume}");
+    let logs = cluster
+        .wait_for("the pod's token", &["logs", "api-client"], Duration::from_secs(90), |out| out.contains("token=ey"));
+    let node_ip = cluster.node_ip().expect("node ip");
+    assert!(
+        logs.contains(&format!("ns=default mode=fast color=blue mem=64 host={node_ip} api=10.43.0.1:443")),
+        "env from the ConfigMap, the downward API and the Service links: {logs}"
+    );
+    assert!(logs.contains("ca=present") && logs.contains("api=reachable"), "CA mounted, API Service reachable: {logs}");
+    let token = logs.lines().find_map(|l| l.strip_prefix("token=")).unwrap_or_default().trim().to_string();
+    let server = format!("https://{node_ip}:{}", cluster.port);
+    let as_pod = |args: &[&str]| {
+        let mut full =
+            vec!["--kubeconfig", "/dev/null", "--server", &server, "--insecure-skip-tls-verify", "--token", &token];
+        full.extend_from_slice(args);
+        let out = cluster.kubectl(&full);
+        assert!(out.status.success(), "{args:?} with the pod's token: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let bound = as_pod(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username} {.status.userInfo.extra.authentication\\.kubernetes\\.io/pod-name}",
+    ]);
+    assert_eq!(bound, "system:serviceaccount:default:default [\"api-client\"]", "the token is bound to the pod");
+    assert!(as_pod(&["get", "pods", "-o", "name"]).contains("pod/api-client"), "the view role lets the pod read pods");
+}

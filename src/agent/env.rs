@@ -135,6 +135,20 @@ pub async fn resolve(ctx: &AgentCtx, pod: &Value, container: &Value) -> Result<V
         }
     }
     let container_name = container.get("name").and_then(Value::as_str);
+    // The addresses are the agent's to know before the pod's status says them.
+    let mut pod = pod.clone();
+    let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+    let pod_ip = super::sandbox::pod_ip(ctx, &pod, &uid);
+    if let Some(status) = pod.as_object_mut().map(|p| p.entry("status").or_insert_with(|| serde_json::json!({}))) {
+        let host_ip = ctx.config.node_ip.to_string();
+        status["hostIP"] = serde_json::json!(host_ip);
+        status["hostIPs"] = serde_json::json!([{"ip": host_ip}]);
+        if let Some(ip) = pod_ip {
+            status["podIP"] = serde_json::json!(ip);
+            status["podIPs"] = serde_json::json!([{"ip": ip}]);
+        }
+    }
+    let pod = &pod;
     for var in container.get("env").and_then(Value::as_array).into_iter().flatten() {
         let Some(name) = var.get("name").and_then(Value::as_str) else { continue };
         let from = var.get("valueFrom");
