@@ -8,11 +8,11 @@ use super::tests::{put, wait_until};
 use super::tls::test_ca::TestCa;
 use super::*;
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn member(dir: &std::path::Path, id: NodeId, port: u16, ca: &TestCa, join: bool) -> StoreConfig {
+pub(super) fn member(dir: &std::path::Path, id: NodeId, port: u16, ca: &TestCa, join: bool) -> StoreConfig {
     let mut c = StoreConfig::new(dir.join(format!("m{id}")));
     c.node_id = id;
     c.watch_progress_interval = None;
@@ -25,8 +25,22 @@ fn member(dir: &std::path::Path, id: NodeId, port: u16, ca: &TestCa, join: bool)
     c
 }
 
-fn all() -> RangeRequest {
+pub(super) fn all() -> RangeRequest {
     RangeRequest { key: String::new(), prefix: true, ..Default::default() }
+}
+
+/// Three voting members founded by member 1, with their peer ports.
+pub(super) async fn three_members(dir: &std::path::Path, ca: &TestCa) -> (Vec<Store>, Vec<u16>) {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut stores = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        stores.push(Store::open(member(dir, i as NodeId + 1, *port, ca, i > 0)).await.unwrap());
+    }
+    for (i, port) in ports.iter().enumerate().skip(1) {
+        stores[0].add_learner(i as NodeId + 1, &format!("127.0.0.1:{port}")).await.unwrap();
+    }
+    stores[0].change_membership(BTreeSet::from([1, 2, 3])).await.unwrap();
+    (stores, ports)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

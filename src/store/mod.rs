@@ -30,6 +30,14 @@ mod watch;
 #[cfg(test)]
 mod cluster_tests;
 #[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
+mod fault_cluster;
+#[cfg(test)]
+mod linearizability;
+#[cfg(test)]
+mod linearizability_tests;
+#[cfg(test)]
 mod snapshot_tests;
 #[cfg(test)]
 mod storage_suite;
