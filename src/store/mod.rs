@@ -43,6 +43,8 @@ mod snapshot_tests;
 mod storage_suite;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod watch_fault_tests;
 
 pub use command::NodeId;
 pub use error::StoreError;
