@@ -8,8 +8,16 @@ use super::tests::{put, wait_until};
 use super::tls::test_ca::TestCa;
 use super::*;
 
+/// A free loopback port, never the same twice in this test process (tests
+/// running in parallel would otherwise race for one).
 pub(super) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static HANDED_OUT: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if HANDED_OUT.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
 }
 
 pub(super) fn member(dir: &std::path::Path, id: NodeId, port: u16, ca: &TestCa, join: bool) -> StoreConfig {
@@ -55,8 +63,13 @@ async fn three_members_replicate_forward_and_survive_leader_loss() {
     s1.add_learner(2, &format!("127.0.0.1:{}", ports[1])).await.unwrap();
     s1.add_learner(3, &format!("127.0.0.1:{}", ports[2])).await.unwrap();
     s1.change_membership(BTreeSet::from([1, 2, 3])).await.unwrap();
-    assert_eq!(s3.voters(), BTreeSet::from([1, 2, 3]));
-    assert_eq!(s2.members().len(), 3);
+    // Followers learn the new membership from the next append.
+    let (a, b) = (s2.clone(), s3.clone());
+    wait_until(Duration::from_secs(10), "followers to see three voters", || {
+        let (a, b) = (a.clone(), b.clone());
+        async move { b.voters() == BTreeSet::from([1, 2, 3]) && a.members().len() == 3 }
+    })
+    .await;
 
     // A write on a follower is forwarded; a read on another follower sees it.
     let r = put(&s2, "/b", "from-2").await;
