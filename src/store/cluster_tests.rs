@@ -8,11 +8,19 @@ use super::tests::{put, wait_until};
 use super::tls::test_ca::TestCa;
 use super::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A free loopback port, never the same twice in this test process (tests
+/// running in parallel would otherwise race for one).
+pub(super) fn free_port() -> u16 {
+    static HANDED_OUT: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if HANDED_OUT.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
 }
 
-fn member(dir: &std::path::Path, id: NodeId, port: u16, ca: &TestCa, join: bool) -> StoreConfig {
+pub(super) fn member(dir: &std::path::Path, id: NodeId, port: u16, ca: &TestCa, join: bool) -> StoreConfig {
     let mut c = StoreConfig::new(dir.join(format!("m{id}")));
     c.node_id = id;
     c.watch_progress_interval = None;
@@ -25,8 +33,22 @@ fn member(dir: &std::path::Path, id: NodeId, port: u16, ca: &TestCa, join: bool)
     c
 }
 
-fn all() -> RangeRequest {
+pub(super) fn all() -> RangeRequest {
     RangeRequest { key: String::new(), prefix: true, ..Default::default() }
+}
+
+/// Three voting members founded by member 1, with their peer ports.
+pub(super) async fn three_members(dir: &std::path::Path, ca: &TestCa) -> (Vec<Store>, Vec<u16>) {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut stores = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        stores.push(Store::open(member(dir, i as NodeId + 1, *port, ca, i > 0)).await.unwrap());
+    }
+    for (i, port) in ports.iter().enumerate().skip(1) {
+        stores[0].add_learner(i as NodeId + 1, &format!("127.0.0.1:{port}")).await.unwrap();
+    }
+    stores[0].change_membership(BTreeSet::from([1, 2, 3])).await.unwrap();
+    (stores, ports)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,8 +63,13 @@ async fn three_members_replicate_forward_and_survive_leader_loss() {
     s1.add_learner(2, &format!("127.0.0.1:{}", ports[1])).await.unwrap();
     s1.add_learner(3, &format!("127.0.0.1:{}", ports[2])).await.unwrap();
     s1.change_membership(BTreeSet::from([1, 2, 3])).await.unwrap();
-    assert_eq!(s3.voters(), BTreeSet::from([1, 2, 3]));
-    assert_eq!(s2.members().len(), 3);
+    // Followers learn the new membership from the next append.
+    let (a, b) = (s2.clone(), s3.clone());
+    wait_until(Duration::from_secs(10), "followers to see three voters", || {
+        let (a, b) = (a.clone(), b.clone());
+        async move { b.voters() == BTreeSet::from([1, 2, 3]) && a.members().len() == 3 }
+    })
+    .await;
 
     // A write on a follower is forwarded; a read on another follower sees it.
     let r = put(&s2, "/b", "from-2").await;

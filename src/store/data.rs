@@ -52,6 +52,23 @@ pub(super) const META_REVISION: &[u8] = b"revision";
 pub(super) const META_COMPACTED: &[u8] = b"compacted";
 pub(super) const META_APPLIED: &[u8] = b"applied";
 pub(super) const META_MEMBERSHIP: &[u8] = b"membership";
+/// While a `Command::Batch` entry is half applied: its log id and how many
+/// of its transactions are applied (each commits on its own).
+pub(super) const META_BATCH_PROGRESS: &[u8] = b"batch_progress";
+
+/// Where a transaction sits in its log entry.
+#[derive(Clone, Copy, Debug)]
+pub struct InEntry {
+    /// Its position among the entry's transactions.
+    pub index: usize,
+    /// Whether it is the entry's last: only then is the entry applied.
+    pub last: bool,
+}
+
+impl InEntry {
+    /// The only transaction of a `Command::Txn` entry.
+    pub const ALONE: InEntry = InEntry { index: 0, last: true };
+}
 
 /// The trees a snapshot carries, in a fixed order (index = tag in the dump).
 pub const SNAPSHOT_TREES: [&str; 5] = ["sm_kv", "sm_history", "sm_events", "sm_ttl", "sm_meta"];
@@ -168,8 +185,22 @@ impl SmData {
         self.meta().apply_batch(Self::applied_batch(log_id, membership)).map_err(sled_err("apply meta"))
     }
 
-    /// Applies one transaction atomically and tells watchers.
-    pub fn apply_txn(&self, txn: &LogTxn, log_id: &LogId) -> Result<TxnResponse, DataError> {
+    /// How many transactions of the batch entry `log_id` a crash (or a
+    /// snapshot taken) in its middle left applied: re-applying the entry
+    /// skips them, so each transaction is applied exactly once.
+    pub fn batch_progress(&self, log_id: &LogId) -> Result<usize, DataError> {
+        let Some(raw) = self.meta().get(META_BATCH_PROGRESS).map_err(sled_err("get meta"))? else {
+            return Ok(0);
+        };
+        let (id, done): (LogId, usize) =
+            serde_json::from_slice(&raw).map_err(|source| DataError::Meta { what: "batch progress", source })?;
+        Ok(if id == *log_id { done } else { 0 })
+    }
+
+    /// Applies one transaction atomically and tells watchers. The entry is
+    /// recorded as applied with its last transaction; before that, the
+    /// batch's progress is recorded with each.
+    pub fn apply_txn(&self, txn: &LogTxn, log_id: &LogId, at: InEntry) -> Result<TxnResponse, DataError> {
         let current = self.revision();
         let fx = mvcc::eval_txn(self, txn, current)?;
         let rev = fx.response.revision;
@@ -177,7 +208,18 @@ impl SmData {
         let mut history = sled::Batch::default();
         let mut events = sled::Batch::default();
         let mut ttl = sled::Batch::default();
-        let mut meta = Self::applied_batch(log_id, None);
+        let mut meta = if at.last {
+            let mut m = Self::applied_batch(log_id, None);
+            m.remove(META_BATCH_PROGRESS);
+            m
+        } else {
+            let mut m = sled::Batch::default();
+            // Serializing plain openraft ids cannot fail.
+            if let Ok(raw) = serde_json::to_vec(&(log_id, at.index + 1)) {
+                m.insert(META_BATCH_PROGRESS, raw);
+            }
+            m
+        };
         let mut evs = Vec::with_capacity(fx.changes.len());
         for (idx, ch) in fx.changes.iter().enumerate() {
             let key = ch.key.as_bytes();

@@ -30,11 +30,21 @@ mod watch;
 #[cfg(test)]
 mod cluster_tests;
 #[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
+mod fault_cluster;
+#[cfg(test)]
+mod linearizability;
+#[cfg(test)]
+mod linearizability_tests;
+#[cfg(test)]
 mod snapshot_tests;
 #[cfg(test)]
 mod storage_suite;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod watch_fault_tests;
 
 pub use command::NodeId;
 pub use error::StoreError;

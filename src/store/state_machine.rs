@@ -15,7 +15,8 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use super::command::{
     Command, CommandResponse, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
-use super::data::{DataError, SmData};
+use super::data::{DataError, InEntry, SmData};
+use super::types::TxnResponse;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -180,12 +181,21 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     CommandResponse::None
                 }
                 EntryPayload::Normal(Command::Txn(txn)) => {
-                    CommandResponse::Txn(self.data.apply_txn(&txn, &log_id).map_err(sm_write)?)
+                    CommandResponse::Txn(self.data.apply_txn(&txn, &log_id, InEntry::ALONE).map_err(sm_write)?)
                 }
                 EntryPayload::Normal(Command::Batch(txns)) => {
+                    // Transactions a crash left applied are skipped; nobody
+                    // waits for their answers after a restart.
+                    let done = self.data.batch_progress(&log_id).map_err(sm_read)?;
                     let mut rs = Vec::with_capacity(txns.len());
-                    for txn in &txns {
-                        rs.push(self.data.apply_txn(txn, &log_id).map_err(sm_write)?);
+                    for (index, txn) in txns.iter().enumerate() {
+                        if index < done {
+                            let revision = self.data.revision();
+                            rs.push(TxnResponse { succeeded: false, revision, results: Vec::new() });
+                            continue;
+                        }
+                        let at = InEntry { index, last: index + 1 == txns.len() };
+                        rs.push(self.data.apply_txn(txn, &log_id, at).map_err(sm_write)?);
                     }
                     CommandResponse::Batch(rs)
                 }

@@ -80,8 +80,11 @@ impl Watcher {
             match std::mem::replace(&mut self.state, State::Done) {
                 State::Done => return None,
                 State::Failed(e) => return Some(Err(e)),
+                // `next - 1` is `upto` after a replay, and the start when the
+                // watch began past this member's applied revision (a lagging
+                // follower): live events up to the start are not delivered.
                 State::Replay { next, upto } if next > upto => {
-                    self.state = State::Live { last: upto };
+                    self.state = State::Live { last: next - 1 };
                 }
                 State::Replay { next, upto } => {
                     let replayed = self.data.replay(&self.prefix, next, upto, REPLAY_CHUNK);
