@@ -13,6 +13,7 @@ pub mod logs;
 pub mod node;
 pub mod pod;
 pub mod probe;
+pub mod pull_secrets;
 pub mod reaper;
 pub mod remote;
 pub mod runtime;
@@ -45,6 +46,8 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     /// Registries pulled over plain HTTP (`host:port`).
     pub registries: Vec<String>,
+    /// `--private-registry`: mirrors, rewrites, auth and TLS per host.
+    pub private_registry: image::Registries,
     pub cluster_dns: IpAddr,
     pub cluster_domain: String,
     /// Whether the agent sets up pod networking (`--flannel-backend none` turns it off).
@@ -72,6 +75,7 @@ impl AgentConfig {
             node_ip,
             data_dir,
             registries: vec!["127.0.0.1:5000".into()],
+            private_registry: Default::default(),
             cluster_dns: IpAddr::from([10, 43, 0, 10]),
             cluster_domain: "cluster.local".into(),
             pod_network: true,
@@ -91,6 +95,7 @@ impl AgentConfig {
         let mut config = AgentConfig::new(&server.node_name, server.data_dir.join("agent"), server.advertise_address);
         config.cluster_dns = IpAddr::V4(server.cluster_dns);
         config.cluster_domain = server.cluster_domain.clone();
+        config.private_registry = server.private_registry.clone();
         config.control_plane = true;
         config.cluster_cidr = server.cluster_cidr.to_string();
         config.pod_network = server.pod_network;
@@ -154,7 +159,11 @@ pub async fn run_local(client: Client, config: AgentConfig, shutdown: Cancellati
         client: client.clone(),
         host: Arc::new(host::RealHost),
         runtime: Arc::new(runtime::Libcontainer::new(config.data_dir.join("run"))?),
-        images: image::ImageStore::new(config.data_dir.join("images"), &config.registries),
+        images: image::ImageStore::with_registries(
+            config.data_dir.join("images"),
+            &config.registries,
+            config.private_registry.clone(),
+        ),
         reaper: reaper::Reaper::start(),
         network: config.pod_network.then(|| pod_network(&config)),
         config: config.clone(),
