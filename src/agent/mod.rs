@@ -183,6 +183,9 @@ pub async fn run_local(client: Client, config: AgentConfig, shutdown: Cancellati
         None => None,
     };
     sandbox::release_unknown_addresses(&ctx).await;
+    // Airgap archives are there before the first pod starts; new ones are picked up later.
+    import_images(&ctx).await;
+    tokio::spawn(images_loop(ctx.clone(), shutdown.clone()));
     if config.pod_network {
         let (client, node, domain) = (ctx.client.clone(), config.node_name.clone(), config.cluster_domain.clone());
         tokio::spawn(crate::dns::run_on_node(client, node, domain, shutdown.clone()));
@@ -201,6 +204,27 @@ pub async fn run_local(client: Client, config: AgentConfig, shutdown: Cancellati
         let _ = overlay.await;
     }
     Ok(())
+}
+
+/// Imports new or changed archives of `<data-dir>/agent/images/`.
+async fn import_images(ctx: &Arc<AgentCtx>) {
+    let task = ctx.clone();
+    match tokio::task::spawn_blocking(move || task.images.import_folder()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => tracing::warn!(error = %err, "cannot import image archives"),
+        Err(err) => tracing::warn!(error = %err, "image import task failed"),
+    }
+}
+
+/// Every 10 s: picks up new image archives.
+async fn images_loop(ctx: Arc<AgentCtx>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+        import_images(&ctx).await;
+    }
 }
 
 /// The real pod network of this node (netlink in the agent's namespace).

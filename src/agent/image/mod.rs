@@ -6,6 +6,8 @@
 //! Image archives dropped into `<data>/images/` are imported ([`archive`]);
 //! unused images are garbage-collected when the disk fills ([`gc`]).
 
+pub mod archive;
+pub mod cmd;
 pub mod keyring;
 pub mod pull;
 pub mod registries;
@@ -112,12 +114,12 @@ pub fn normalise(image: &str) -> Result<Reference> {
     })
 }
 
-fn now_unix() -> i64 {
+pub(crate) fn now_unix() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// A unique suffix for temporary files (other processes may import too).
-fn unique() -> String {
+pub(crate) fn unique() -> String {
     format!("{}-{:08x}", std::process::id(), rand::random::<u32>())
 }
 

@@ -29,7 +29,7 @@ pub fn pick_platform(manifests: &[ImageIndexEntry], os: &str, arch: &str, varian
         .map(|m| m.digest.clone())
 }
 
-fn host_platform(manifests: &[ImageIndexEntry]) -> Option<String> {
+pub fn host_platform(manifests: &[ImageIndexEntry]) -> Option<String> {
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
