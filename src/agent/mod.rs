@@ -48,6 +48,8 @@ pub struct AgentConfig {
     pub registries: Vec<String>,
     /// `--private-registry`: mirrors, rewrites, auth and TLS per host.
     pub private_registry: image::Registries,
+    /// Image garbage collection thresholds (percent of the image filesystem).
+    pub image_gc: image::gc::Thresholds,
     pub cluster_dns: IpAddr,
     pub cluster_domain: String,
     /// Whether the agent sets up pod networking (`--flannel-backend none` turns it off).
@@ -76,6 +78,7 @@ impl AgentConfig {
             data_dir,
             registries: vec!["127.0.0.1:5000".into()],
             private_registry: Default::default(),
+            image_gc: Default::default(),
             cluster_dns: IpAddr::from([10, 43, 0, 10]),
             cluster_domain: "cluster.local".into(),
             pod_network: true,
@@ -216,14 +219,19 @@ async fn import_images(ctx: &Arc<AgentCtx>) {
     }
 }
 
-/// Every 10 s: picks up new image archives.
+/// Every 10 s: picks up new image archives, and collects unused images
+/// when the disk is above the high threshold.
 async fn images_loop(ctx: Arc<AgentCtx>, shutdown: CancellationToken) {
+    let pods = ctx.config.data_dir.join("pods");
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
         import_images(&ctx).await;
+        if let Err(err) = ctx.images.garbage_collect(&pods, ctx.config.image_gc).await {
+            tracing::warn!(error = %err, "image garbage collection failed");
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod cmd;
+pub mod gc;
 pub mod keyring;
 pub mod pull;
 pub mod registries;
@@ -95,7 +96,7 @@ pub fn hex_of(digest: &str) -> Result<&str> {
 }
 
 /// A file name for a reference.
-fn ref_file(reference: &str) -> String {
+pub(crate) fn ref_file(reference: &str) -> String {
     reference.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect()
 }
 
