@@ -27,7 +27,7 @@ impl Usage {
     }
 
     fn percent(&self) -> u64 {
-        if self.capacity == 0 { 0 } else { self.used * 100 / self.capacity }
+        (self.used * 100).checked_div(self.capacity).unwrap_or(0)
     }
 }
 
