@@ -126,3 +126,85 @@ fn airgap_archives_run_without_a_registry() {
         |out| out == "ErrImageNeverPull: Container image \"example.com/none/busybox:v3\" is not present with pull policy of Never",
     );
 }
+
+/// A docker-registry inside the node namespace that wants a password, stopped by PID when dropped.
+struct AuthRegistry(Option<std::process::Child>);
+
+impl Drop for AuthRegistry {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.take() {
+            common::stop_child(child, Duration::from_secs(5));
+        }
+    }
+}
+
+#[test]
+fn pull_secrets_open_a_registry_that_wants_a_password() {
+    if !can_run("pull_secrets_open_a_registry_that_wants_a_password") {
+        return;
+    }
+    const AUTH_REGISTRY: &str = "127.0.0.1:5001";
+    let config = tempfile::tempdir().expect("tempdir");
+    let registries = config.path().join("registries.yaml");
+    std::fs::write(
+        &registries,
+        format!("mirrors:\n  \"{AUTH_REGISTRY}\":\n    endpoint: [\"http://{AUTH_REGISTRY}\"]\n"),
+    )
+    .expect("write registries.yaml");
+    let cluster = cluster_with(&["--private-registry", &registries.display().to_string()]);
+    let htpasswd = config.path().join("htpasswd");
+    let hash = bcrypt::hash("s3cret", 4).expect("bcrypt");
+    std::fs::write(&htpasswd, format!("puller:{hash}\n")).expect("htpasswd");
+    let registry_config = config.path().join("auth-registry.yml");
+    std::fs::write(
+        &registry_config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  maintenance:\n    readonly:\n      enabled: true\nhttp:\n  addr: {AUTH_REGISTRY}\n  secret: kube-test-auth-registry\nauth:\n  htpasswd:\n    realm: kube-test\n    path: {}\n",
+            common::registry_storage().display(),
+            htpasswd.display()
+        ),
+    )
+    .expect("registry config");
+    let net = cluster.net.as_ref().expect("node namespace");
+    let log = std::fs::File::create(config.path().join("auth-registry.log")).expect("log");
+    let _registry = AuthRegistry(Some(
+        net.node
+            .enter("docker-registry")
+            .arg("serve")
+            .arg(&registry_config)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry"),
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !net.node.connects(AUTH_REGISTRY) {
+        assert!(std::time::Instant::now() < deadline, "the auth registry did not answer");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let image = format!("{AUTH_REGISTRY}/busybox:latest");
+
+    // Without credentials: refused, with upstream's reasons.
+    cluster.apply(&pod(&cluster, "denied", &image, "Always"));
+    cluster.wait_for(
+        "denied ImagePullBackOff",
+        &["get", "pod", "denied", "-o", "jsonpath={.status.containerStatuses[0].state.waiting.reason} {.status.containerStatuses[0].state.waiting.message}"],
+        Duration::from_secs(30),
+        |out| out.starts_with("ImagePullBackOff Back-off pulling image") && out.contains("401 Unauthorized"),
+    );
+
+    // With a dockerconfigjson secret in imagePullSecrets: runs.
+    cluster.ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        &format!("--docker-server={AUTH_REGISTRY}"),
+        "--docker-username=puller",
+        "--docker-password=s3cret",
+    ]);
+    let with_secret = pod(&cluster, "allowed", &image, "Always")
+        .replace("  containers:\n", "  imagePullSecrets: [{name: regcred}]\n  containers:\n");
+    cluster.apply(&with_secret);
+    wait_running(&cluster, "allowed");
+}

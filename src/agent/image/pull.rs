@@ -71,9 +71,17 @@ fn describe(err: &OciDistributionError, target: &Target) -> String {
 }
 
 impl ImageStore {
-    /// The client for one endpoint, made once with the host's TLS settings.
-    fn client(&self, target: &Target) -> Result<oci_client::Client> {
-        let key = format!("{}://{}", if target.plain_http { "http" } else { "https" }, target.host);
+    /// The client for one endpoint and credential, made once with the host's
+    /// TLS settings (oci-client keeps the first credential a client used per
+    /// registry, so each credential gets a client of its own).
+    fn client(&self, target: &Target, auth: &RegistryAuth) -> Result<oci_client::Client> {
+        use sha2::Digest;
+        let who = match auth {
+            RegistryAuth::Anonymous => String::new(),
+            RegistryAuth::Basic(user, password) => format!("basic:{user}:{:x}", sha2::Sha256::digest(password)),
+            RegistryAuth::Bearer(token) => format!("bearer:{:x}", sha2::Sha256::digest(token)),
+        };
+        let key = format!("{}://{} {who}", if target.plain_http { "http" } else { "https" }, target.host);
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
@@ -127,8 +135,8 @@ impl ImageStore {
                     reference.tag().unwrap_or("latest").into(),
                 ),
             };
-            let client = self.client(target)?;
             for auth in self.auths(target, &image_key, keyring) {
+                let client = self.client(target, &auth)?;
                 match client.pull_manifest_and_config(&at, &auth).await {
                     Ok((manifest, digest, config)) => {
                         let image = self.fetch(&client, &at, reference, manifest, digest, &config).await?;
