@@ -20,6 +20,8 @@ enum Command {
     Token(kube::server::token_cmd::TokenArgs),
     /// Check the cluster's certificates or rotate them (server stopped).
     Certificate(kube::server::certificate_cmd::CertificateArgs),
+    /// Import image archives into the node's store and list its images.
+    Image(kube::agent::image::cmd::ImageArgs),
     /// Internal: create and start one container (run by the agent).
     #[command(name = "container-start", hide = true)]
     ContainerStart(kube::agent::runtime_start::StartArgs),
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
             Command::Token(args) => kube::server::token_cmd::run(args).await,
             Command::Certificate(args) => kube::server::certificate_cmd::run(args).await,
             Command::Snapshot(args) => kube::server::snapshot::cmd::run(args).await,
+            Command::Image(args) => kube::agent::image::cmd::run(args).await,
             Command::ContainerStart(_) | Command::ContainerExec(_) => Ok(()),
         }
     });

@@ -2,6 +2,7 @@
 //! which server to join with which token, and the [`AgentConfig`] of the node.
 
 use super::AgentConfig;
+use super::image::Registries;
 use crate::server::token::JoinToken;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -53,8 +54,8 @@ pub struct AgentArgs {
     /// Pod network backend; `none` leaves networking to something else.
     #[arg(long, value_enum, default_value = "vxlan")]
     pub flannel_backend: FlannelBackend,
-    /// Registries configuration in k3s's registries.yaml format (mirrors with
-    /// http:// endpoints are pulled over plain HTTP).
+    /// Registries configuration in k3s's registries.yaml format: mirrors
+    /// (endpoints, rewrites, "*"), and per host auth and tls.
     #[arg(long, default_value = "/etc/kube/registries.yaml", value_name = "FILE")]
     pub private_registry: PathBuf,
     /// Address of the cluster DNS Service (as the server's --cluster-dns).
@@ -99,26 +100,9 @@ fn parse_taint(text: &str) -> anyhow::Result<Value> {
     Ok(taint)
 }
 
-/// The `host:port` of every mirror endpoint that is plain `http://`.
-fn plain_http_registries(yaml: &str) -> anyhow::Result<Vec<String>> {
-    let doc: Value = serde_norway::from_str(yaml).context("not valid YAML")?;
-    let mut hosts = Vec::new();
-    for mirror in doc.get("mirrors").and_then(Value::as_object).into_iter().flat_map(|m| m.values()) {
-        for endpoint in mirror.get("endpoint").and_then(Value::as_array).into_iter().flatten() {
-            if let Some(host) = endpoint.as_str().and_then(|e| e.strip_prefix("http://")) {
-                hosts.push(host.trim_end_matches('/').split('/').next().unwrap_or(host).to_string());
-            }
-        }
-    }
-    Ok(hosts)
-}
-
-fn read_registries(path: &Path) -> anyhow::Result<Vec<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => plain_http_registries(&text).with_context(|| format!("--private-registry {}", path.display())),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(err) => Err(err).with_context(|| format!("--private-registry {}: cannot read it", path.display())),
-    }
+/// The registries file, checked; a missing file is an empty configuration.
+pub fn read_registries(path: &Path) -> anyhow::Result<Registries> {
+    Registries::load(path).with_context(|| "--private-registry")
 }
 
 /// The address of the interface the host routes through, found without
@@ -165,11 +149,7 @@ impl AgentArgs {
         config.flannel_iface = self.flannel_iface.clone();
         config.cluster_dns = IpAddr::V4(self.cluster_dns);
         config.cluster_domain = self.cluster_domain.clone();
-        for registry in read_registries(&self.private_registry)? {
-            if !config.registries.contains(&registry) {
-                config.registries.push(registry);
-            }
-        }
+        config.private_registry = read_registries(&self.private_registry)?;
         Ok(AgentSettings { server, token, config })
     }
 }
@@ -234,9 +214,12 @@ mod tests {
     }
 
     #[test]
-    fn http_mirror_endpoints_are_plain_http() {
-        let yaml =
-            "mirrors:\n  docker.io:\n    endpoint:\n      - \"http://10.0.0.1:5000\"\n      - \"https://r.example\"\n";
-        assert_eq!(plain_http_registries(yaml).unwrap(), vec!["10.0.0.1:5000".to_string()]);
+    fn a_malformed_registries_file_names_file_and_field() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("registries.yaml");
+        std::fs::write(&path, "mirrors:\n  docker.io:\n    endpoint: [\"ftp://x\"]\n").expect("write");
+        let err = format!("{:#}", read_registries(&path).unwrap_err());
+        assert!(err.contains("--private-registry") && err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("mirrors.docker.io.endpoint[0]"), "{err}");
     }
 }

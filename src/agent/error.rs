@@ -16,6 +16,8 @@ pub enum AgentError {
     },
     #[error("invalid image reference {reference:?}: {message}")]
     Reference { reference: String, message: String },
+    #[error("Container image {image:?} is not present with pull policy of Never")]
+    NeverPull { image: String },
     #[error("pull {image}: {message}")]
     Pull { image: String, message: String },
     #[error("layer {digest}: {message}")]

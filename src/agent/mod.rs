@@ -15,6 +15,7 @@ pub mod logs;
 pub mod node;
 pub mod pod;
 pub mod probe;
+pub mod pull_secrets;
 pub mod reaper;
 pub mod remote;
 pub mod runtime;
@@ -48,6 +49,10 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     /// Registries pulled over plain HTTP (`host:port`).
     pub registries: Vec<String>,
+    /// `--private-registry`: mirrors, rewrites, auth and TLS per host.
+    pub private_registry: image::Registries,
+    /// Image garbage collection thresholds (percent of the image filesystem).
+    pub image_gc: image::gc::Thresholds,
     pub cluster_dns: IpAddr,
     pub cluster_domain: String,
     /// Whether the agent sets up pod networking (`--flannel-backend none` turns it off).
@@ -75,6 +80,8 @@ impl AgentConfig {
             node_ip,
             data_dir,
             registries: vec!["127.0.0.1:5000".into()],
+            private_registry: Default::default(),
+            image_gc: Default::default(),
             cluster_dns: IpAddr::from([10, 43, 0, 10]),
             cluster_domain: "cluster.local".into(),
             pod_network: true,
@@ -94,6 +101,7 @@ impl AgentConfig {
         let mut config = AgentConfig::new(&server.node_name, server.data_dir.join("agent"), server.advertise_address);
         config.cluster_dns = IpAddr::V4(server.cluster_dns);
         config.cluster_domain = server.cluster_domain.clone();
+        config.private_registry = server.private_registry.clone();
         config.control_plane = true;
         config.cluster_cidr = server.cluster_cidr.to_string();
         config.pod_network = server.pod_network;
@@ -157,7 +165,11 @@ pub async fn run_local(client: Client, config: AgentConfig, shutdown: Cancellati
         client: client.clone(),
         host: Arc::new(host::RealHost),
         runtime: Arc::new(runtime::Libcontainer::new(config.data_dir.join("run"))?),
-        images: image::ImageStore::new(config.data_dir.join("images"), &config.registries),
+        images: image::ImageStore::with_registries(
+            config.data_dir.join("images"),
+            &config.registries,
+            config.private_registry.clone(),
+        ),
         reaper: reaper::Reaper::start(),
         network: config.pod_network.then(|| pod_network(&config)),
         config: config.clone(),
@@ -177,6 +189,9 @@ pub async fn run_local(client: Client, config: AgentConfig, shutdown: Cancellati
         None => None,
     };
     sandbox::release_unknown_addresses(&ctx).await;
+    // Airgap archives are there before the first pod starts; new ones are picked up later.
+    import_images(&ctx).await;
+    tokio::spawn(images_loop(ctx.clone(), shutdown.clone()));
     if config.pod_network {
         let (client, node, domain) = (ctx.client.clone(), config.node_name.clone(), config.cluster_domain.clone());
         tokio::spawn(crate::dns::run_on_node(client, node, domain, shutdown.clone()));
@@ -195,6 +210,32 @@ pub async fn run_local(client: Client, config: AgentConfig, shutdown: Cancellati
         let _ = overlay.await;
     }
     Ok(())
+}
+
+/// Imports new or changed archives of `<data-dir>/agent/images/`.
+async fn import_images(ctx: &Arc<AgentCtx>) {
+    let task = ctx.clone();
+    match tokio::task::spawn_blocking(move || task.images.import_folder()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => tracing::warn!(error = %err, "cannot import image archives"),
+        Err(err) => tracing::warn!(error = %err, "image import task failed"),
+    }
+}
+
+/// Every 10 s: picks up new image archives, and collects unused images
+/// when the disk is above the high threshold.
+async fn images_loop(ctx: Arc<AgentCtx>, shutdown: CancellationToken) {
+    let pods = ctx.config.data_dir.join("pods");
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+        import_images(&ctx).await;
+        if let Err(err) = ctx.images.garbage_collect(&pods, ctx.config.image_gc).await {
+            tracing::warn!(error = %err, "image garbage collection failed");
+        }
+    }
 }
 
 /// The real pod network of this node (netlink in the agent's namespace).

@@ -39,6 +39,8 @@ struct Worker {
     exits: mpsc::UnboundedReceiver<(String, Exit)>,
     /// When a container may be (re)started next, and when its last run began.
     next_start: HashMap<String, Instant>,
+    /// Failed image pulls in a row, per container (the pull back-off).
+    pull_failures: HashMap<String, u32>,
     run_started: HashMap<String, Instant>,
     sandbox_ready: bool,
     /// When the volumes were last refreshed (configMaps, Secrets, tokens).
@@ -81,6 +83,7 @@ pub async fn run(ctx: Arc<AgentCtx>, uid: String, mut updates: PodUpdates) {
         exits_tx,
         exits,
         next_start: HashMap::new(),
+        pull_failures: HashMap::new(),
         run_started: HashMap::new(),
         sandbox_ready: false,
         volumes_refreshed: None,
@@ -278,7 +281,15 @@ impl Worker {
                 let due = self.next_start.get(&name).copied().unwrap_or_else(Instant::now);
                 if due > Instant::now() {
                     let key = self.key.clone();
+                    let image = container.get("image").and_then(Value::as_str).unwrap_or_default().to_string();
                     if let Some(r) = self.record_mut(&name)
+                        && let State::Waiting { reason, message } = r.state.clone()
+                        && reason == "ErrImagePull"
+                    {
+                        let message = super::pull_secrets::backoff_message(&image, &message.unwrap_or_default());
+                        r.state = State::Waiting { reason: "ImagePullBackOff".into(), message: Some(message) };
+                        self.save(&name);
+                    } else if let Some(r) = self.record_mut(&name)
                         && let State::Terminated(t) = r.state.clone()
                     {
                         let wait = due.saturating_duration_since(Instant::now()).as_secs().max(1);
@@ -292,23 +303,32 @@ impl Worker {
                     soonest(due);
                 } else if let Err(err) = self.start(&container, init).await {
                     tracing::warn!(container = %name, error = %err, "cannot start container");
-                    let reason = match err {
-                        AgentError::Pull { .. } | AgentError::Reference { .. } | AgentError::Layer { .. } => {
-                            "ErrImagePull"
+                    let (reason, message, retry) = match &err {
+                        AgentError::Pull { message, .. } => {
+                            let failures = self.pull_failures.entry(name.clone()).or_default();
+                            *failures += 1;
+                            ("ErrImagePull", message.clone(), super::pull_secrets::pull_backoff(*failures))
                         }
-                        AgentError::ContainerConfig { .. } => "CreateContainerConfigError",
-                        _ => "CreateContainerError",
+                        AgentError::Reference { .. } | AgentError::Layer { .. } => {
+                            ("ErrImagePull", err.to_string(), Duration::from_secs(5))
+                        }
+                        AgentError::NeverPull { .. } => ("ErrImageNeverPull", err.to_string(), Duration::from_secs(5)),
+                        AgentError::ContainerConfig { .. } => {
+                            ("CreateContainerConfigError", err.to_string(), Duration::from_secs(5))
+                        }
+                        _ => ("CreateContainerError", err.to_string(), Duration::from_secs(5)),
                     };
                     if let Some(r) = self.record_mut(&name) {
                         if let State::Terminated(t) = r.state.clone() {
                             r.last = Some(t);
                         }
-                        r.state = State::Waiting { reason: reason.into(), message: Some(err.to_string()) };
+                        r.state = State::Waiting { reason: reason.into(), message: Some(message) };
                     }
                     self.save(&name);
-                    let retry = Instant::now() + Duration::from_secs(5);
+                    let retry = Instant::now() + retry;
                     self.next_start.insert(name.clone(), retry);
-                    soonest(retry);
+                    // A second later the kubelet shows the back-off instead.
+                    soonest((Instant::now() + Duration::from_secs(1)).min(retry));
                 }
             }
             // Init containers run one at a time, each to success, before the next.
@@ -332,7 +352,10 @@ impl Worker {
             _ => 0,
         };
         let policy = container.get("imagePullPolicy").and_then(Value::as_str).unwrap_or_default();
-        let image = self.ctx.images.ensure(&image_name, policy).await?;
+        let keyring = super::pull_secrets::keyring(&self.ctx.client, &self.pod).await;
+        // `_in_use` keeps image garbage collection away until the rootfs is mounted.
+        let (image, _in_use) = self.ctx.images.ensure(&image_name, policy, &keyring).await?;
+        self.pull_failures.remove(&name);
         let env = super::env::resolve(&self.ctx, &self.pod, container).await?;
         let id = format!("{}-{name}-{restart}", self.uid);
         let run_dir = self.run_dir(&name, restart);

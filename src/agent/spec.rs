@@ -267,6 +267,9 @@ mod tests {
             config_digest: "sha256:2".into(),
             config: json!({"Env": ["PATH=/bin", "A=image"], "Cmd": ["sh"], "WorkingDir": "/"}),
             rootfs: "/x".into(),
+            layers: Vec::new(),
+            size: 0,
+            last_used: 0,
         }
     }
 

@@ -51,6 +51,10 @@ pub struct ServerArgs {
     /// Run only the control plane, without a local agent.
     #[arg(long)]
     pub disable_agent: bool,
+    /// The local agent's registries configuration in k3s's registries.yaml
+    /// format: mirrors (endpoints, rewrites, "*"), and per host auth and tls.
+    #[arg(long, default_value = "/etc/kube/registries.yaml", value_name = "FILE")]
+    pub private_registry: PathBuf,
     /// Secret of the join token agents use (a bare secret or a full K10… token);
     /// default: the one in <data-dir>/server/token, else a random one.
     #[arg(long, env = "KUBE_TOKEN", hide_env_values = true)]
@@ -164,6 +168,8 @@ pub struct ServerConfig {
     pub node_port_range: (u16, u16),
     pub history_window: std::time::Duration,
     pub run_agent: bool,
+    /// `--private-registry`, read and checked (empty without a local agent).
+    pub private_registry: crate::agent::image::Registries,
     /// `--token`: the join token's secret (None: reuse or generate).
     pub token: Option<String>,
     pub pod_network: bool,
@@ -237,6 +243,11 @@ impl ServerConfig {
             }),
             _ => None,
         };
+        let private_registry = if args.disable_agent {
+            Default::default()
+        } else {
+            crate::agent::args::read_registries(&args.private_registry)?
+        };
         let node_name = match &args.node_name {
             Some(name) => name.clone(),
             None => nix::unistd::gethostname()
@@ -258,6 +269,7 @@ impl ServerConfig {
             node_port_range,
             history_window: std::time::Duration::from_secs(args.history_window_seconds),
             run_agent: !args.disable_agent,
+            private_registry,
             token: args.token.clone(),
             pod_network: args.flannel_backend == FlannelBackend::Vxlan,
             flannel_iface: args.flannel_iface.clone(),

@@ -1,32 +1,51 @@
-//! Images: pulls over the OCI distribution API (plain HTTP for the configured
-//! insecure registries, HTTPS otherwise), keeps blobs in a content store under
+//! Images: pulls over the OCI distribution API through the mirrors,
+//! credentials and TLS settings of `registries.yaml` ([`registries`]) and
+//! the pod's pull secrets ([`keyring`]), keeps blobs in a content store under
 //! `<data>/images/blobs/sha256` with digests verified, and unpacks each image
 //! once into a read-only rootfs that containers use as overlayfs lower dir.
+//! Image archives dropped into `<data>/images/` are imported ([`archive`]);
+//! unused images are garbage-collected when the disk fills ([`gc`]).
 
+pub mod archive;
+pub mod cmd;
+pub mod gc;
+pub mod keyring;
+pub mod pull;
+pub mod registries;
 pub mod unpack;
 
 use super::error::{AgentError, Result};
 use oci_client::Reference;
-use oci_client::client::{ClientConfig, ClientProtocol, linux_amd64_resolver};
-use oci_client::secrets::RegistryAuth;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
+
+pub use keyring::Keyring;
+pub use registries::Registries;
 
 /// An image ready to run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Image {
     /// The normalised reference, e.g. `127.0.0.1:5000/busybox:latest`.
     pub reference: String,
-    /// `<repository>@<manifest digest>`, what containerStatuses[].imageID shows.
+    /// `<repository>@<manifest digest>` (or `sha256:<config>` for an image
+    /// imported without a manifest), what containerStatuses[].imageID shows.
     pub image_id: String,
     pub config_digest: String,
     /// The image config's `config` object (Env, Entrypoint, Cmd, WorkingDir, User).
     pub config: serde_json::Value,
     pub rootfs: PathBuf,
+    /// Layer blob digests, lowest first.
+    #[serde(default)]
+    pub layers: Vec<String>,
+    /// Bytes of the config and the layer blobs, as `crictl images` shows.
+    #[serde(default)]
+    pub size: u64,
+    /// Unix seconds of the last time a container asked for this image.
+    #[serde(default)]
+    pub last_used: i64,
 }
 
 impl Image {
@@ -51,15 +70,25 @@ impl Image {
     }
 }
 
+/// Held while a container is being created from an image: garbage
+/// collection waits for it, so it never removes a rootfs about to be mounted.
+pub type InUse = tokio::sync::OwnedRwLockReadGuard<()>;
+
 pub struct ImageStore {
     root: PathBuf,
-    client: oci_client::Client,
+    registries: Registries,
+    /// Registries spoken to over plain HTTP (besides `http://` mirror endpoints).
+    plain_http: Vec<String>,
+    /// One client per endpoint (`http(s)://host`), with its TLS settings.
+    clients: std::sync::Mutex<HashMap<String, oci_client::Client>>,
     /// One pull at a time per reference.
     locks: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Read: a container is being created; write: garbage collection.
+    gc: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// `sha256:<hex>` → `<hex>`, refusing anything else.
-fn hex_of(digest: &str) -> Result<&str> {
+pub fn hex_of(digest: &str) -> Result<&str> {
     digest
         .strip_prefix("sha256:")
         .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -67,7 +96,7 @@ fn hex_of(digest: &str) -> Result<&str> {
 }
 
 /// A file name for a reference.
-fn ref_file(reference: &str) -> String {
+pub(crate) fn ref_file(reference: &str) -> String {
     reference.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect()
 }
 
@@ -78,136 +107,157 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(format!("sha256:{:x}", hasher.finalize()))
 }
 
+/// The normalised form of an image name (`busybox` → `docker.io/library/busybox:latest`).
+pub fn normalise(image: &str) -> Result<Reference> {
+    image.parse().map_err(|err: oci_client::ParseError| AgentError::Reference {
+        reference: image.into(),
+        message: err.to_string(),
+    })
+}
+
+pub(crate) fn now_unix() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A unique suffix for temporary files (other processes may import too).
+pub(crate) fn unique() -> String {
+    format!("{}-{:08x}", std::process::id(), rand::random::<u32>())
+}
+
 impl ImageStore {
     pub fn new(root: PathBuf, insecure_registries: &[String]) -> ImageStore {
-        let config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(insecure_registries.to_vec()),
-            platform_resolver: Some(Box::new(linux_amd64_resolver)),
-            ..Default::default()
-        };
-        ImageStore { root, client: oci_client::Client::new(config), locks: Default::default() }
+        ImageStore::with_registries(root, insecure_registries, Registries::default())
+    }
+
+    pub fn with_registries(root: PathBuf, insecure_registries: &[String], registries: Registries) -> ImageStore {
+        ImageStore {
+            root,
+            plain_http: insecure_registries.to_vec(),
+            registries,
+            clients: Default::default(),
+            locks: Default::default(),
+            gc: Default::default(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// The image for `image` under `policy` (Always / IfNotPresent / Never):
-    /// the local copy when allowed, a pull otherwise.
-    #[tracing::instrument(skip(self), fields(image = %image))]
-    pub async fn ensure(&self, image: &str, policy: &str) -> Result<Image> {
-        let reference: Reference = image.parse().map_err(|err: oci_client::ParseError| AgentError::Reference {
-            reference: image.into(),
-            message: err.to_string(),
-        })?;
+    /// the local copy when allowed, a pull otherwise (with `keyring`'s
+    /// credentials for the registry itself). The guard keeps garbage
+    /// collection away until the container's rootfs is mounted.
+    #[tracing::instrument(skip(self, keyring), fields(image = %image))]
+    pub async fn ensure(&self, image: &str, policy: &str, keyring: &Keyring) -> Result<(Image, InUse)> {
+        let reference = normalise(image)?;
         let name = reference.whole();
+        let in_use = self.gc.clone().read_owned().await;
         let lock = self.locks.lock().await.entry(name.clone()).or_default().clone();
         let _guard = lock.lock().await;
         let local = self.local(&name);
         let always = policy == "Always"
             || (policy.is_empty() && reference.digest().is_none() && reference.tag().is_none_or(|t| t == "latest"));
-        match (local, policy) {
-            (Some(image), _) if !always => return Ok(image),
+        let image = match (local, policy) {
+            (Some(image), _) if !always => image,
             (None, "Never") => {
-                return Err(AgentError::Pull {
-                    image: name,
-                    message: "image not present and imagePullPolicy is Never".into(),
-                });
+                return Err(AgentError::NeverPull { image: image.to_string() });
             }
-            (local, _) => match self.pull(&reference).await {
-                Ok(image) => Ok(image),
+            (local, _) => match self.pull(&reference, keyring).await {
+                Ok(image) => image,
                 Err(err) => match local {
                     Some(image) => {
                         tracing::warn!(error = %err, "pull failed; using the local copy");
-                        Ok(image)
+                        image
                     }
-                    None => Err(err),
+                    None => return Err(err),
                 },
             },
-        }
+        };
+        let mut image = image;
+        image.last_used = now_unix();
+        let _ = self.write_record(&image);
+        Ok((image, in_use))
     }
 
-    fn local(&self, name: &str) -> Option<Image> {
+    /// The image stored under a normalised reference, if its rootfs is there.
+    pub fn local(&self, name: &str) -> Option<Image> {
         let text = std::fs::read(self.root.join("refs").join(ref_file(name))).ok()?;
         let image: Image = serde_json::from_slice(&text).ok()?;
         image.rootfs.is_dir().then_some(image)
     }
 
-    async fn pull(&self, reference: &Reference) -> Result<Image> {
-        let name = reference.whole();
-        let pull_err = |message: String| AgentError::Pull { image: name.clone(), message };
-        let started = std::time::Instant::now();
-        let (manifest, manifest_digest, config) = self
-            .client
-            .pull_manifest_and_config(reference, &RegistryAuth::Anonymous)
-            .await
-            .map_err(|err| pull_err(format!("manifest: {err}")))?;
-        let config: serde_json::Value =
-            serde_json::from_str(&config).map_err(|err| pull_err(format!("image config: {err}")))?;
-        let config_hex = hex_of(&manifest.config.digest)?.to_string();
-        let rootfs = self.root.join("rootfs").join(&config_hex);
-        if !rootfs.is_dir() {
-            let mut blobs = Vec::new();
-            for layer in &manifest.layers {
-                blobs.push((self.fetch_blob(reference, layer).await?, layer.digest.clone()));
-            }
-            let partial = self.root.join("rootfs").join(format!("{config_hex}.partial"));
-            let target = rootfs.clone();
-            tokio::task::spawn_blocking(move || -> Result<()> {
-                let _ = std::fs::remove_dir_all(&partial);
-                std::fs::create_dir_all(&partial).map_err(AgentError::io("create rootfs", &partial))?;
-                for (blob, digest) in &blobs {
-                    unpack::apply_layer(blob, digest, &partial)?;
-                }
-                std::fs::rename(&partial, &target).map_err(AgentError::io("finish rootfs", &target))
-            })
-            .await
-            .map_err(|err| pull_err(format!("unpack task: {err}")))??;
-        }
-        let image = Image {
-            reference: name.clone(),
-            image_id: format!("{}/{}@{}", reference.registry(), reference.repository(), manifest_digest),
-            config_digest: manifest.config.digest.clone(),
-            config: config.get("config").cloned().unwrap_or_default(),
-            rootfs,
-        };
-        let refs = self.root.join("refs");
-        std::fs::create_dir_all(&refs).map_err(AgentError::io("create", &refs))?;
-        let path = refs.join(ref_file(&name));
-        let text = serde_json::to_vec(&image).map_err(|err| pull_err(err.to_string()))?;
-        std::fs::write(&path, text).map_err(AgentError::io("write image record", &path))?;
-        tracing::info!(image_id = %image.image_id, layers = manifest.layers.len(), elapsed_ms = started.elapsed().as_millis() as u64, "image ready");
-        Ok(image)
+    /// Every image record (also those whose rootfs is gone).
+    pub fn list(&self) -> Vec<Image> {
+        let mut images: Vec<Image> = std::fs::read_dir(self.root.join("refs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().contains(".partial"))
+            .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+            .collect();
+        images.sort_by(|a: &Image, b: &Image| a.reference.cmp(&b.reference));
+        images
     }
 
-    /// A layer blob in the content store, fetched and verified when missing.
-    async fn fetch_blob(&self, reference: &Reference, layer: &oci_client::manifest::OciDescriptor) -> Result<PathBuf> {
-        let hex = hex_of(&layer.digest)?;
-        let dir = self.root.join("blobs").join("sha256");
-        let path = dir.join(hex);
-        if path.exists() {
-            return Ok(path);
+    /// Writes an image record atomically (write + rename).
+    pub fn write_record(&self, image: &Image) -> Result<()> {
+        let refs = self.root.join("refs");
+        std::fs::create_dir_all(&refs).map_err(AgentError::io("create", &refs))?;
+        let path = refs.join(ref_file(&image.reference));
+        let tmp = refs.join(format!("{}.partial-{}", ref_file(&image.reference), unique()));
+        let text = serde_json::to_vec(image)
+            .map_err(|err| AgentError::Pull { image: image.reference.clone(), message: err.to_string() })?;
+        std::fs::write(&tmp, text).map_err(AgentError::io("write image record", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(AgentError::io("write image record", &path))
+    }
+
+    /// Where the blob of `digest` lives in the content store.
+    pub fn blob_path(&self, digest: &str) -> Result<PathBuf> {
+        Ok(self.root.join("blobs").join("sha256").join(hex_of(digest)?))
+    }
+
+    /// Moves a verified file into the content store as the blob of `digest`.
+    pub fn store_blob(&self, file: &Path, digest: &str) -> Result<PathBuf> {
+        let path = self.blob_path(digest)?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(AgentError::io("create", dir))?;
         }
-        tokio::fs::create_dir_all(&dir).await.map_err(AgentError::io("create", &dir))?;
-        let tmp = dir.join(format!("{hex}.partial"));
-        let mut file = tokio::fs::File::create(&tmp).await.map_err(AgentError::io("create blob", &tmp))?;
-        self.client
-            .pull_blob(reference, layer, &mut file)
-            .await
-            .map_err(|err| AgentError::Layer { digest: layer.digest.clone(), message: format!("download: {err}") })?;
-        file.flush().await.map_err(AgentError::io("write blob", &tmp))?;
-        drop(file);
-        let check = tmp.clone();
-        let got = tokio::task::spawn_blocking(move || sha256_file(&check))
-            .await
-            .map_err(|err| AgentError::Layer { digest: layer.digest.clone(), message: err.to_string() })?
-            .map_err(AgentError::io("hash blob", &tmp))?;
-        if got != layer.digest {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(AgentError::Layer {
-                digest: layer.digest.clone(),
-                message: format!("content has digest {got}"),
-            });
-        }
-        std::fs::rename(&tmp, &path).map_err(AgentError::io("store blob", &path))?;
+        std::fs::rename(file, &path).map_err(AgentError::io("store blob", &path))?;
         Ok(path)
     }
+
+    /// A temporary file name in the blob folder (same filesystem, for renames).
+    pub fn temp_blob(&self) -> Result<PathBuf> {
+        let dir = self.root.join("blobs").join("sha256");
+        std::fs::create_dir_all(&dir).map_err(AgentError::io("create", &dir))?;
+        Ok(dir.join(format!("tmp.partial-{}", unique())))
+    }
+}
+
+/// Unpacks `layers` (blob paths with their digests) into the rootfs of
+/// `config_hex` under the store `root` unless it is there already; returns its path.
+pub fn unpack_rootfs(root: &Path, config_hex: &str, layers: &[(PathBuf, String)]) -> Result<PathBuf> {
+    let dir = root.join("rootfs");
+    let rootfs = dir.join(config_hex);
+    if rootfs.is_dir() {
+        return Ok(rootfs);
+    }
+    let partial = dir.join(format!("{config_hex}.partial-{}", unique()));
+    std::fs::create_dir_all(&partial).map_err(AgentError::io("create rootfs", &partial))?;
+    let result = layers.iter().try_for_each(|(blob, digest)| unpack::apply_layer(blob, digest, &partial));
+    if let Err(err) = result {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(err);
+    }
+    if let Err(err) = std::fs::rename(&partial, &rootfs) {
+        let _ = std::fs::remove_dir_all(&partial);
+        // Another importer finished first: theirs is as good.
+        if !rootfs.is_dir() {
+            return Err(AgentError::io("finish rootfs", &rootfs)(err));
+        }
+    }
+    Ok(rootfs)
 }
 
 #[cfg(test)]
@@ -220,5 +270,6 @@ mod tests {
         let hex = "a".repeat(64);
         assert_eq!(hex_of(&format!("sha256:{hex}")).expect("hex"), hex);
         assert_eq!(ref_file("127.0.0.1:5000/busybox:latest"), "127.0.0.1_5000_busybox_latest");
+        assert_eq!(normalise("busybox").expect("ref").whole(), "docker.io/library/busybox:latest");
     }
 }

@@ -1,4 +1,4 @@
-//! Applies OCI image layers (tar, optionally gzip) onto a rootfs folder,
+//! Applies OCI image layers (tar, gzip or zstd) onto a rootfs folder,
 //! honouring whiteouts: `.wh.<name>` deletes `<name>`, `.wh..wh..opq` empties
 //! its folder of what lower layers put there.
 
@@ -52,20 +52,26 @@ fn remove_any(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Applies one layer read from `blob` (gzip is detected by its magic bytes).
+/// `reader` decompressed as its magic bytes say: gzip, zstd or as is.
+pub fn decompressed<'a>(reader: impl Read + 'a) -> std::io::Result<Box<dyn Read + 'a>> {
+    let mut reader = std::io::BufReader::new(reader);
+    let magic = std::io::BufRead::fill_buf(&mut reader)?;
+    if magic.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(flate2::read::MultiGzDecoder::new(reader)))
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        let decoder = ruzstd::decoding::StreamingDecoder::new(reader)
+            .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("zstd: {err}")))?;
+        Ok(Box::new(decoder))
+    } else {
+        Ok(Box::new(reader))
+    }
+}
+
+/// Applies one layer read from `blob` (gzip and zstd are detected by their magic bytes).
 pub fn apply_layer(blob: &Path, digest: &str, root: &Path) -> Result<()> {
     let layer_err = |message: String| AgentError::Layer { digest: digest.to_string(), message };
-    let mut file = std::fs::File::open(blob).map_err(AgentError::io("open layer", blob))?;
-    let mut magic = [0u8; 4];
-    let n = file.read(&mut magic).map_err(AgentError::io("read layer", blob))?;
     let file = std::fs::File::open(blob).map_err(AgentError::io("open layer", blob))?;
-    let reader: Box<dyn Read> = if n >= 2 && magic[..2] == [0x1f, 0x8b] {
-        Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)))
-    } else if n >= 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        return Err(layer_err("zstd layers are not supported".into()));
-    } else {
-        Box::new(std::io::BufReader::new(file))
-    };
+    let reader = decompressed(file).map_err(AgentError::io("read layer", blob))?;
     apply_tar(reader, root).map_err(layer_err)
 }
 
@@ -189,5 +195,22 @@ mod tests {
         std::fs::create_dir(&root).expect("mkdir");
         apply_layer(&blob, "sha256:x", &root).expect("apply");
         assert_eq!(std::fs::read_to_string(root.join("hello")).expect("read"), "hi");
+    }
+
+    #[test]
+    fn zstd_and_plain_layers_are_detected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tar = layer(&[("z", Some("zstd")), ("p/", None)]);
+        let zst = dir.path().join("zst");
+        std::fs::write(&zst, ruzstd::encoding::compress_to_vec(&tar[..], ruzstd::encoding::CompressionLevel::Fastest))
+            .expect("write");
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, layer(&[("p/t", Some("tar"))])).expect("write");
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).expect("mkdir");
+        apply_layer(&zst, "sha256:z", &root).expect("zstd layer");
+        apply_layer(&plain, "sha256:p", &root).expect("plain layer");
+        assert_eq!(std::fs::read_to_string(root.join("z")).expect("read"), "zstd");
+        assert_eq!(std::fs::read_to_string(root.join("p/t")).expect("read"), "tar");
     }
 }
