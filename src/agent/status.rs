@@ -74,6 +74,21 @@ impl ContainerRecord {
     }
 }
 
+/// The `terminated.reason` of a run, as containerd's CRI reports it: the
+/// kernel OOM killer killing any process of the container's cgroup wins
+/// (whatever the exit code), then `Completed` for 0, `Error` otherwise.
+pub fn exit_reason(known: bool, exit_code: i32, oom_kills: u64) -> &'static str {
+    if oom_kills > 0 {
+        "OOMKilled"
+    } else if !known {
+        "Unknown"
+    } else if exit_code == 0 {
+        "Completed"
+    } else {
+        "Error"
+    }
+}
+
 fn terminated_json(t: &Terminated, id: Option<&str>) -> Value {
     let mut v = json!({
         "exitCode": t.exit_code,
@@ -284,6 +299,14 @@ mod tests {
 
     fn running() -> State {
         State::Running { started_at: "t0".into() }
+    }
+
+    #[test]
+    fn exit_reasons() {
+        assert_eq!(exit_reason(true, 137, 1), "OOMKilled");
+        assert_eq!(exit_reason(true, 0, 0), "Completed");
+        assert_eq!(exit_reason(true, 137, 0), "Error");
+        assert_eq!(exit_reason(false, 255, 0), "Unknown");
     }
 
     #[test]

@@ -1,0 +1,45 @@
+//! End-to-end tests of pod lifecycle features of the agent (issue 5, "Pods"):
+//! OOM-killed containers, sidecar (restartable init) containers and static
+//! pods with their mirror pods, against the real `kube server` in a node
+//! namespace of the test's own, driven by the real kubectl. Needs root
+//! (skipped otherwise, failed when KUBE_TEST_REQUIRE_ROOT=1).
+
+mod common;
+
+use common::agent::{AgentCluster, IMAGE, registry};
+use std::time::Duration;
+
+fn can_run(test: &str) -> bool {
+    common::can_run(test, common::agent_unmet())
+}
+
+#[test]
+fn a_container_over_its_memory_limit_is_oom_killed() {
+    if !can_run("a_container_over_its_memory_limit_is_oom_killed") {
+        return;
+    }
+    let cluster = AgentCluster::start();
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: hog}}\nspec:\n  nodeName: {node}\n  restartPolicy: Always\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: {registry}/{IMAGE}\n    command: [sh, -c, 'head -c 64m /dev/zero | tail']\n    resources: {{limits: {{memory: 16Mi}}}}\n",
+        node = cluster.node,
+        registry = registry(),
+    );
+    cluster.apply(&manifest);
+    // After the first kill the container restarts: the kill shows in lastState.
+    let out = cluster.wait_for(
+        "OOMKilled in lastState",
+        &[
+            "get",
+            "pod",
+            "hog",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].lastState.terminated.reason} {.status.containerStatuses[0].lastState.terminated.exitCode}",
+        ],
+        Duration::from_secs(90),
+        |out| out.starts_with("OOMKilled"),
+    );
+    assert_eq!(out, "OOMKilled 137");
+    let describe = cluster.ok(&["describe", "pod", "hog"]);
+    assert!(describe.contains("OOMKilled"), "describe:\n{describe}");
+    cluster.ok(&["delete", "pod", "hog", "--timeout=60s"]);
+}
