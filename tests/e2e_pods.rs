@@ -43,3 +43,68 @@ fn a_container_over_its_memory_limit_is_oom_killed() {
     assert!(describe.contains("OOMKilled"), "describe:\n{describe}");
     cluster.ok(&["delete", "pod", "hog", "--timeout=60s"]);
 }
+
+#[test]
+fn a_sidecar_feeds_the_main_container_and_stops_after_it() {
+    if !can_run("a_sidecar_feeds_the_main_container_and_stops_after_it") {
+        return;
+    }
+    let cluster = AgentCluster::start();
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: with-sidecar}}
+spec:
+  nodeName: {node}
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 5
+  volumes: [{{name: shared, emptyDir: {{}}}}]
+  initContainers:
+  - name: writer
+    image: {registry}/{IMAGE}
+    restartPolicy: Always
+    command: [sh, -c, "trap 'exit 0' TERM; echo from-sidecar > /data/msg; while true; do sleep 1; done"]
+    volumeMounts: [{{name: shared, mountPath: /data}}]
+  containers:
+  - name: main
+    image: {registry}/{IMAGE}
+    command: [sh, -c, "until [ -f /data/msg ]; do sleep 0.1; done; cat /data/msg; sleep 3"]
+    volumeMounts: [{{name: shared, mountPath: /data}}]
+"#,
+        node = cluster.node,
+        registry = registry(),
+    );
+    cluster.apply(&manifest);
+    cluster.wait_for(
+        "sidecar and main running together",
+        &[
+            "get",
+            "pod",
+            "with-sidecar",
+            "-o",
+            "jsonpath={.status.phase} {.status.initContainerStatuses[0].started} {.status.initContainerStatuses[0].state.running.startedAt} {.status.containerStatuses[0].state.running.startedAt}",
+        ],
+        Duration::from_secs(60),
+        |out| {
+            let cols: Vec<&str> = out.split_whitespace().collect();
+            cols.len() == 4 && cols[0] == "Running" && cols[1] == "true"
+        },
+    );
+    // The main container read what the sidecar wrote; once it is done the
+    // sidecar is stopped and the pod completes.
+    let out = cluster.wait_for(
+        "pod Succeeded",
+        &[
+            "get",
+            "pod",
+            "with-sidecar",
+            "-o",
+            "jsonpath={.status.phase} {.status.initContainerStatuses[0].state.terminated.exitCode} {.status.containerStatuses[0].state.terminated.exitCode}",
+        ],
+        Duration::from_secs(60),
+        |out| out.starts_with("Succeeded"),
+    );
+    assert_eq!(out, "Succeeded 0 0");
+    cluster.wait_logs("with-sidecar", &["-c", "main"], "from-sidecar\n");
+    cluster.ok(&["delete", "pod", "with-sidecar", "--timeout=60s"]);
+}

@@ -5,7 +5,6 @@
 //! removes the pod object.
 
 use super::AgentCtx;
-use super::backoff;
 use super::error::AgentError;
 use super::node::now;
 use super::probe;
@@ -20,6 +19,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+mod plan;
 mod start;
 mod stop;
 
@@ -39,6 +39,8 @@ struct Worker {
     next_start: HashMap<String, Instant>,
     run_started: HashMap<String, Instant>,
     sandbox_ready: bool,
+    /// Runs of sidecars already told to stop because the pod is done.
+    stopping: std::collections::HashSet<String>,
     reported: Option<Value>,
     start_time: String,
     /// Probe tasks by container name, and what they found.
@@ -79,6 +81,7 @@ pub async fn run(ctx: Arc<AgentCtx>, uid: String, mut updates: PodUpdates) {
         next_start: HashMap::new(),
         run_started: HashMap::new(),
         sandbox_ready: false,
+        stopping: Default::default(),
         reported: None,
         start_time,
         probes: HashMap::new(),
@@ -207,10 +210,15 @@ impl Worker {
             self.records.push(record);
         }
         self.sandbox_ready = !self.records.is_empty();
+        let sidecars: Vec<String> = containers(&self.pod)
+            .into_iter()
+            .filter(|(c, init)| *init && plan::is_sidecar(c))
+            .filter_map(|(c, _)| c.get("name").and_then(Value::as_str).map(str::to_string))
+            .collect();
         let adopted: Vec<(String, String, bool, bool)> = self
             .records
             .iter()
-            .filter(|r| r.running() && !r.init)
+            .filter(|r| r.running() && (!r.init || sidecars.contains(&r.name)))
             .filter_map(|r| Some((r.name.clone(), r.id.clone()?, !r.startup_pending, r.ready)))
             .collect();
         for (name, id, started, ready) in adopted {
@@ -239,29 +247,14 @@ impl Worker {
                 }
             }
         }
-        let policy = self.pod.pointer("/spec/restartPolicy").and_then(Value::as_str).unwrap_or("Always").to_string();
         let mut wake: Option<Instant> = None;
         let mut soonest = |at: Instant| wake = Some(wake.map_or(at, |w: Instant| w.min(at)));
-        for (container, init) in containers(&self.pod) {
+        if let Some(sidecar) = plan::sidecar_to_stop(&self.pod, &self.records) {
+            self.stop_sidecar(&sidecar);
+        }
+        for (container, init) in plan::to_start(&self.pod, &self.records) {
             let name = container.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-            let record = self.records.iter().find(|r| r.name == name).cloned();
-            let start = match &record {
-                None => true,
-                Some(r) if r.running() => false,
-                Some(r) => match (&r.state, &r.last) {
-                    (State::Terminated(t), _) => {
-                        // Init containers restart on failure unless the policy is Never.
-                        if init {
-                            t.exit_code != 0 && policy != "Never"
-                        } else {
-                            backoff::should_restart(&policy, t.exit_code)
-                        }
-                    }
-                    (State::Waiting { .. }, _) => true,
-                    _ => false,
-                },
-            };
-            if start {
+            {
                 let due = self.next_start.get(&name).copied().unwrap_or_else(Instant::now);
                 if due > Instant::now() {
                     let key = self.key.clone();
@@ -295,11 +288,10 @@ impl Worker {
                     let retry = Instant::now() + Duration::from_secs(5);
                     self.next_start.insert(name.clone(), retry);
                     soonest(retry);
+                } else {
+                    // Look again at once: a started sidecar lets the next container start.
+                    soonest(Instant::now());
                 }
-            }
-            // Init containers run one at a time, each to success, before the next.
-            if init && !self.records.iter().any(|r| r.name == name && r.succeeded()) {
-                break;
             }
         }
         wake

@@ -91,8 +91,11 @@ impl Worker {
             r.pid = Some(pid);
             r.image_id = image.image_id.clone();
         }
-        let probing =
-            if init { None } else { record_id(&self.records, &name).map(|id| self.start_probes(&name, &id, None)) };
+        let probing = if init && !super::plan::is_sidecar(container) {
+            None
+        } else {
+            record_id(&self.records, &name).map(|id| self.start_probes(&name, &id, None))
+        };
         if let Some(r) = self.record_mut(&name) {
             r.ready = probing.is_none_or(|(_, ready)| ready);
             r.startup_pending = probing.is_some_and(|(started, _)| !started);

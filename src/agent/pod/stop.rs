@@ -1,7 +1,7 @@
 //! Container exits (exit reason, OOM kills, back-off, runtime clean-up) and
 //! stopping the pod's containers.
 
-use super::Worker;
+use super::{Worker, plan};
 use crate::agent::backoff;
 use crate::agent::node::now;
 use crate::agent::reaper::Exit;
@@ -52,31 +52,54 @@ impl Worker {
         let _ = std::fs::remove_dir_all(&run_dir);
     }
 
-    /// Stops every running container: SIGTERM, then SIGKILL after `grace`.
+    /// Stops every running container: SIGTERM to the app (and regular init)
+    /// containers, then to each sidecar in reverse spec order once the
+    /// previous ones exited, all within `grace`; SIGKILL to what is left.
     pub(super) async fn terminate(&mut self, grace: Duration) {
-        let running =
-            |w: &Worker| w.records.iter().filter(|r| r.running()).filter_map(|r| r.id.clone()).collect::<Vec<_>>();
-        let signal = |w: &Worker, signal: Signal| {
-            for id in running(w) {
-                if let Err(err) = w.ctx.runtime.kill(&id, signal) {
+        let sidecars: Vec<String> = super::containers(&self.pod)
+            .into_iter()
+            .filter(|(c, init)| *init && plan::is_sidecar(c))
+            .filter_map(|(c, _)| c.get("name").and_then(serde_json::Value::as_str).map(str::to_string))
+            .collect();
+        let running = |w: &Worker, names: Option<&[String]>| {
+            w.records
+                .iter()
+                .filter(|r| r.running())
+                .filter(|r| match names {
+                    Some(names) => names.contains(&r.name),
+                    None => true,
+                })
+                .filter_map(|r| r.id.clone())
+                .collect::<Vec<_>>()
+        };
+        let signal = |w: &Worker, ids: &[String], signal: Signal| {
+            for id in ids {
+                if let Err(err) = w.ctx.runtime.kill(id, signal) {
                     tracing::warn!(id = %id, error = %err, "cannot signal container");
                 }
             }
         };
+        let deadline = Instant::now() + grace;
         if grace > Duration::ZERO {
-            signal(self, Signal::SIGTERM);
-            let deadline = Instant::now() + grace;
-            while !running(self).is_empty() {
-                tokio::select! {
-                    Some((id, exit)) = self.exits.recv() => self.exited(&id, exit).await,
-                    _ = tokio::time::sleep_until(deadline) => break,
+            let others: Vec<String> =
+                self.records.iter().filter(|r| !sidecars.contains(&r.name)).map(|r| r.name.clone()).collect();
+            let mut stages = vec![others];
+            stages.extend(sidecars.iter().rev().map(|s| vec![s.clone()]));
+            for stage in stages {
+                let ids = running(self, Some(&stage));
+                signal(self, &ids, Signal::SIGTERM);
+                while !running(self, Some(&stage)).is_empty() {
+                    tokio::select! {
+                        Some((id, exit)) = self.exits.recv() => self.exited(&id, exit).await,
+                        _ = tokio::time::sleep_until(deadline) => break,
+                    }
                 }
             }
         }
-        if !running(self).is_empty() {
-            signal(self, Signal::SIGKILL);
+        if !running(self, None).is_empty() {
+            signal(self, &running(self, None), Signal::SIGKILL);
             let deadline = Instant::now() + Duration::from_secs(10);
-            while !running(self).is_empty() {
+            while !running(self, None).is_empty() {
                 tokio::select! {
                     Some((id, exit)) = self.exits.recv() => self.exited(&id, exit).await,
                     _ = tokio::time::sleep_until(deadline) => break,
@@ -89,6 +112,28 @@ impl Worker {
                 let _ = self.ctx.host.unmount(&self.run_dir(&record.name, record.restart_count).join("rootfs"));
             }
         }
+    }
+
+    /// Stops a sidecar of a pod whose app containers are done: SIGTERM, then
+    /// SIGKILL after the pod's grace period; once per run.
+    pub(super) fn stop_sidecar(&mut self, name: &str) {
+        let Some(id) = self.records.iter().find(|r| r.name == name && r.running()).and_then(|r| r.id.clone()) else {
+            return;
+        };
+        if !self.stopping.insert(id.clone()) {
+            return;
+        }
+        tracing::info!(container = %name, "the app containers are done; stopping the sidecar");
+        if let Err(err) = self.ctx.runtime.kill(&id, Signal::SIGTERM) {
+            tracing::warn!(error = %err, "cannot signal container");
+        }
+        let grace =
+            self.pod.pointer("/spec/terminationGracePeriodSeconds").and_then(serde_json::Value::as_u64).unwrap_or(30);
+        let runtime = self.ctx.runtime.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(grace)).await;
+            let _ = runtime.kill(&id, Signal::SIGKILL);
+        });
     }
 
     pub(super) fn cleanup(&self, remove_logs: bool) {
