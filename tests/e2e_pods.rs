@@ -108,3 +108,56 @@ spec:
     cluster.wait_logs("with-sidecar", &["-c", "main"], "from-sidecar\n");
     cluster.ok(&["delete", "pod", "with-sidecar", "--timeout=60s"]);
 }
+
+#[test]
+fn a_static_pod_runs_with_a_mirror_pod_that_comes_back() {
+    if !can_run("a_static_pod_runs_with_a_mirror_pod_that_comes_back") {
+        return;
+    }
+    let cluster = AgentCluster::start();
+    let manifests = cluster.dir.path().join("agent/pod-manifests");
+    std::fs::create_dir_all(&manifests).expect("manifest folder");
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: static-web, labels: {{app: static-web}}}}\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: main\n    image: {registry}/{IMAGE}\n    command: [sh, -c, 'echo static; sleep 3600']\n",
+        registry = registry(),
+    );
+    std::fs::write(manifests.join("web.yaml"), manifest).expect("write manifest");
+    let name = format!("static-web-{}", cluster.node);
+    let mirror = |cluster: &AgentCluster| {
+        cluster.wait_for(
+            "mirror pod Running",
+            &[
+                "get",
+                "pod",
+                &name,
+                "-o",
+                r#"jsonpath={.status.phase} {.metadata.annotations.kubernetes\.io/config\.source} {.metadata.ownerReferences[0].kind} {.spec.nodeName} {.metadata.uid}"#,
+            ],
+            Duration::from_secs(60),
+            |out| out.starts_with("Running "),
+        )
+    };
+    let first = mirror(&cluster);
+    let cols: Vec<&str> = first.split_whitespace().collect();
+    assert_eq!(cols[1..4], ["file", "Node", cluster.node.as_str()], "mirror pod: {first}");
+    let annotations = cluster.ok(&["get", "pod", &name, "-o", "jsonpath={.metadata.annotations}"]);
+    assert!(annotations.contains("kubernetes.io/config.mirror"), "{annotations}");
+    cluster.wait_logs(&name, &[], "static\n");
+
+    // Deleting the mirror pod through the API recreates it; the pod keeps running.
+    cluster.ok(&["delete", "pod", &name, "--timeout=60s"]);
+    let second = mirror(&cluster);
+    assert_ne!(second.split_whitespace().last(), first.split_whitespace().last(), "same mirror pod uid");
+
+    // Removing the manifest stops the pod and removes its mirror pod.
+    std::fs::remove_file(manifests.join("web.yaml")).expect("remove manifest");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = cluster.kubectl(&["get", "pod", &name]);
+        if !out.status.success() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "mirror pod still there\n{}", cluster.log_tail());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -113,6 +113,11 @@ impl Worker {
                 self.cleanup(true);
                 return;
             };
+            // A static pod is handed over again when its mirror pod was
+            // recreated: post the status to the new one.
+            if super::static_pods::is_static(&pod) {
+                self.reported = None;
+            }
             self.pod = pod;
             if self.pod.pointer("/metadata/deletionTimestamp").is_some() {
                 let grace = self

@@ -125,7 +125,10 @@ impl KindStrategy for PodStrategy {
             pod_spec(spec);
             super::pod_admission::default_requests_from_limits(spec);
         }
-        set_default(obj, &["spec", "serviceAccountName"], json!("default"));
+        // ServiceAccount admission leaves mirror pods alone (upstream).
+        if obj.pointer("/metadata/annotations/kubernetes.io~1config.mirror").is_none() {
+            set_default(obj, &["spec", "serviceAccountName"], json!("default"));
+        }
         set_default(obj, &["spec", "priority"], json!(0));
     }
 
