@@ -14,6 +14,8 @@ pub trait Host: Send + Sync {
     fn unmount(&self, target: &Path) -> Result<()>;
     /// Removes the (empty) cgroup folder `relative` (e.g. `kubepods/pod<uid>`) of every hierarchy.
     fn remove_cgroup(&self, relative: &str) -> Result<()>;
+    /// How many processes of cgroup `relative` the OOM killer killed (0 when unknown).
+    fn oom_kills(&self, relative: &str) -> u64;
 }
 
 pub struct RealHost;
@@ -111,6 +113,10 @@ impl Host for RealHost {
         }
         Ok(())
     }
+
+    fn oom_kills(&self, relative: &str) -> u64 {
+        super::stats::cgroup::Layout::detect(Path::new("/sys/fs/cgroup")).oom_kills(relative).unwrap_or(0)
+    }
 }
 
 /// A recorded host call.
@@ -128,6 +134,8 @@ pub enum HostCall {
 pub struct FakeHost {
     pub calls: Mutex<Vec<HostCall>>,
     pub fail_netns: bool,
+    /// OOM kills reported per cgroup.
+    pub oom_kills: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl FakeHost {
@@ -164,5 +172,8 @@ impl Host for FakeHost {
     fn remove_cgroup(&self, relative: &str) -> Result<()> {
         self.record(HostCall::RemoveCgroup(relative.into()));
         Ok(())
+    }
+    fn oom_kills(&self, relative: &str) -> u64 {
+        self.oom_kills.lock().ok().and_then(|m| m.get(relative).copied()).unwrap_or(0)
     }
 }

@@ -372,7 +372,7 @@ pub fn respond(
     use crate::server::error::ApiError;
     use serde_json::Value;
     let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-    let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+    let uid = super::static_pods::runtime_uid(pod);
     let container = container_for(pod, params)?;
     let flag = |key: &str| params.get(key).is_some_and(|v| v == "true" || v == "1");
     let options = LogOptions {

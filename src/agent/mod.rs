@@ -23,6 +23,7 @@ pub mod runtime_start;
 pub mod sandbox;
 pub mod servers;
 pub mod spec;
+pub mod static_pods;
 pub mod stats;
 pub mod status;
 pub mod volumes;
@@ -174,6 +175,20 @@ pub async fn run_local(client: Client, config: AgentConfig, shutdown: Cancellati
         network: config.pod_network.then(|| pod_network(&config)),
         config: config.clone(),
     });
+    // Static pods start before (and without) the API server.
+    let workers =
+        Arc::new(std::sync::Mutex::new(Workers { ctx: ctx.clone(), running: HashMap::new(), statics: HashMap::new() }));
+    let network_ready = Arc::new(std::sync::atomic::AtomicBool::new(!config.pod_network));
+    let mirrors_changed = Arc::new(tokio::sync::Notify::new());
+    let manifests = config.data_dir.join("pod-manifests");
+    std::fs::create_dir_all(&manifests).map_err(AgentError::io("create agent folder", &manifests))?;
+    tokio::spawn(static_pods::run(
+        ctx.clone(),
+        workers.clone(),
+        network_ready.clone(),
+        mirrors_changed.clone(),
+        shutdown.clone(),
+    ));
     let (registered_tx, mut registered) = watch::channel(false);
     let heartbeat = tokio::spawn(node::run(client.clone(), config.clone(), shutdown.clone(), registered_tx));
     tracing::info!(node = %config.node_name, "agent waiting for node registration");
@@ -188,6 +203,8 @@ pub async fn run_local(client: Client, config: AgentConfig, shutdown: Cancellati
         },
         None => None,
     };
+    network_ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    mirrors_changed.notify_one();
     sandbox::release_unknown_addresses(&ctx).await;
     // Airgap archives are there before the first pod starts; new ones are picked up later.
     import_images(&ctx).await;
@@ -204,7 +221,7 @@ pub async fn run_local(client: Client, config: AgentConfig, shutdown: Cancellati
             shutdown.clone(),
         ));
     }
-    pods_loop(ctx, shutdown).await;
+    pods_loop(ctx, workers, mirrors_changed, shutdown).await;
     let _ = heartbeat.await;
     if let Some(overlay) = overlay {
         let _ = overlay.await;
@@ -248,12 +265,45 @@ fn pod_network(config: &AgentConfig) -> Arc<dyn crate::cni::PodNetwork> {
     }))
 }
 
-struct Workers {
+pub struct Workers {
     ctx: Arc<AgentCtx>,
     running: HashMap<String, (watch::Sender<Option<Value>>, tokio::task::JoinHandle<()>)>,
+    /// The static pods (by UID) from the manifest folder.
+    statics: HashMap<String, Value>,
 }
 
 impl Workers {
+    /// Starts the static pods that appeared and stops the ones whose
+    /// manifest went away (gracefully); returns the removed ones.
+    fn sync_static(&mut self, desired: HashMap<String, Value>) -> Vec<Value> {
+        let removed: Vec<Value> =
+            self.statics.iter().filter(|(uid, _)| !desired.contains_key(*uid)).map(|(_, p)| p.clone()).collect();
+        for mut pod in removed.clone() {
+            let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+            tracing::info!(pod = %name, "static pod manifest removed; stopping it");
+            let uid = uid_of(&pod);
+            pod["metadata"]["deletionTimestamp"] = serde_json::json!(node::now());
+            self.update(&uid, Some(pod));
+            self.statics.remove(&uid);
+        }
+        for (uid, pod) in desired {
+            if !self.statics.contains_key(&uid) {
+                let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+                tracing::info!(pod = %name, "starting a static pod");
+                self.update(&uid, Some(pod.clone()));
+                self.statics.insert(uid, pod);
+            }
+        }
+        removed
+    }
+
+    /// Hands a static pod to its worker again (its mirror pod was recreated).
+    fn nudge(&self, uid: &str, pod: Value) {
+        if let Some((tx, _)) = self.running.get(uid) {
+            let _ = tx.send(Some(pod));
+        }
+    }
+
     /// Hands the pod (or its absence) to its worker, starting one if needed.
     fn update(&mut self, uid: &str, pod: Option<Value>) {
         self.running.retain(|_, (_, task)| !task.is_finished());
@@ -281,9 +331,25 @@ fn uid_of(pod: &Value) -> String {
 }
 
 /// List + watch the pods bound to this node and feed the workers.
-async fn pods_loop(ctx: Arc<AgentCtx>, shutdown: CancellationToken) {
+async fn pods_loop(
+    ctx: Arc<AgentCtx>,
+    workers: Arc<std::sync::Mutex<Workers>>,
+    mirrors_changed: Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
     let selector = format!("fieldSelector=spec.nodeName%3D{}", ctx.config.node_name);
-    let mut workers = Workers { ctx: ctx.clone(), running: HashMap::new() };
+    // Mirror pods are the static pods' reflection, not pods to run.
+    let update = |uid: &str, pod: Option<Value>| {
+        if let Some(p) = &pod
+            && static_pods::is_mirror(p)
+        {
+            mirrors_changed.notify_one();
+            return;
+        }
+        if let Ok(mut w) = workers.lock() {
+            w.update(uid, pod);
+        }
+    };
     let mut first = true;
     // Doubles from 1 s to 10 s while the server does not answer; reset by a good list.
     let mut retry = Duration::from_secs(1);
@@ -303,10 +369,15 @@ async fn pods_loop(ctx: Arc<AgentCtx>, shutdown: CancellationToken) {
         for pod in items {
             let uid = uid_of(&pod);
             seen.push(uid.clone());
-            workers.update(&uid, Some(pod));
+            update(&uid, Some(pod));
         }
+        let statics: Vec<String> = workers.lock().map(|w| w.statics.keys().cloned().collect()).unwrap_or_default();
+        seen.extend(statics);
         // Pods that went away while we were not watching (or before a restart).
-        let mut gone: Vec<String> = workers.running.keys().filter(|u| !seen.contains(u)).cloned().collect();
+        let mut gone: Vec<String> = workers
+            .lock()
+            .map(|w| w.running.keys().filter(|u| !seen.contains(u)).cloned().collect())
+            .unwrap_or_default();
         if first {
             for entry in std::fs::read_dir(ctx.config.data_dir.join("pods")).into_iter().flatten().flatten() {
                 let uid = entry.file_name().to_string_lossy().into_owned();
@@ -317,7 +388,7 @@ async fn pods_loop(ctx: Arc<AgentCtx>, shutdown: CancellationToken) {
             first = false;
         }
         for uid in gone {
-            workers.update(&uid, None);
+            update(&uid, None);
         }
         let rv = list.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_string();
         let uri = format!(
@@ -334,8 +405,9 @@ async fn pods_loop(ctx: Arc<AgentCtx>, shutdown: CancellationToken) {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 event = futures::StreamExt::next(&mut watch) => match event {
-                    Some((kind, pod)) if kind == "ADDED" || kind == "MODIFIED" => workers.update(&uid_of(&pod), Some(pod)),
-                    Some((kind, pod)) if kind == "DELETED" => workers.update(&uid_of(&pod), None),
+                    Some((kind, pod)) if kind == "ADDED" || kind == "MODIFIED" => update(&uid_of(&pod), Some(pod)),
+                    Some((kind, pod)) if kind == "DELETED" && static_pods::is_mirror(&pod) => mirrors_changed.notify_one(),
+                    Some((kind, pod)) if kind == "DELETED" => update(&uid_of(&pod), None),
                     Some((kind, _)) if kind == "BOOKMARK" => {}
                     Some(_) | None => break,
                 },

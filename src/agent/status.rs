@@ -74,6 +74,21 @@ impl ContainerRecord {
     }
 }
 
+/// The `terminated.reason` of a run, as containerd's CRI reports it: the
+/// kernel OOM killer killing any process of the container's cgroup wins
+/// (whatever the exit code), then `Completed` for 0, `Error` otherwise.
+pub fn exit_reason(known: bool, exit_code: i32, oom_kills: u64) -> &'static str {
+    if oom_kills > 0 {
+        "OOMKilled"
+    } else if !known {
+        "Unknown"
+    } else if exit_code == 0 {
+        "Completed"
+    } else {
+        "Error"
+    }
+}
+
 fn terminated_json(t: &Terminated, id: Option<&str>) -> Value {
     let mut v = json!({
         "exitCode": t.exit_code,
@@ -130,31 +145,48 @@ pub fn container_status(spec: &Value, record: Option<&ContainerRecord>) -> Value
     status
 }
 
-/// The pod phase, by kubelet's `getPhase`.
+/// Whether an init container is a sidecar (`restartPolicy: Always`, KEP-753).
+pub fn is_sidecar(container: &Value) -> bool {
+    container.get("restartPolicy").and_then(Value::as_str) == Some("Always")
+}
+
+/// The pod phase, by kubelet's `getPhase`: sidecars keep a pod Pending
+/// until started and Running while they run; exited ones do not count.
 pub fn phase(pod: &Value, records: &[ContainerRecord]) -> &'static str {
     let policy = pod.pointer("/spec/restartPolicy").and_then(Value::as_str).unwrap_or("Always");
     let find = |name: &str, init: bool| records.iter().find(|r| r.name == name && r.init == init);
-    let names = |key: &str| -> Vec<String> {
+    let names = |key: &str, sidecars: bool| -> Vec<String> {
         pod.pointer(key)
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
+            .filter(|c| is_sidecar(c) == sidecars)
             .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
             .collect()
     };
     let mut pending_init = false;
-    for name in names("/spec/initContainers") {
+    for name in names("/spec/initContainers", false) {
         match find(&name, true) {
             Some(r) if r.succeeded() => {}
             Some(r) if policy == "Never" && r.terminated().is_some() => return "Failed",
             _ => pending_init = true,
         }
     }
+    let (mut waiting, mut running, mut stopped, mut succeeded) = (0, 0, 0, 0);
+    for name in names("/spec/initContainers", true) {
+        match find(&name, true) {
+            Some(r) if r.running() => {
+                pending_init |= r.startup_pending;
+                running += 1;
+            }
+            Some(r) if r.terminated().is_some() || r.last.is_some() => {}
+            _ => pending_init = true,
+        }
+    }
     if pending_init {
         return "Pending";
     }
-    let (mut waiting, mut running, mut stopped, mut succeeded) = (0, 0, 0, 0);
-    for name in names("/spec/containers") {
+    for name in names("/spec/containers", false) {
         match find(&name, false) {
             None => waiting += 1,
             Some(r) => match &r.state {
@@ -210,8 +242,17 @@ pub fn pod_status(pod: &Value, records: &[ContainerRecord], facts: &PodFacts<'_>
         records.iter().find(|r| r.name == name && r.init == init)
     };
     let phase = phase(pod, records);
-    let initialized = inits.iter().all(|c| record(c, true).is_some_and(ContainerRecord::succeeded));
-    let all_ready = !apps.is_empty() && apps.iter().all(|c| record(c, false).is_some_and(|r| r.ready && r.running()));
+    // Regular init containers succeeded and sidecars started (or an app container ran).
+    let apps_ran = apps.iter().any(|c| record(c, false).is_some_and(|r| r.id.is_some()));
+    let initialized = apps_ran
+        || inits.iter().all(|c| {
+            record(c, true)
+                .is_some_and(|r| if is_sidecar(c) { r.running() && !r.startup_pending } else { r.succeeded() })
+        });
+    let ready = |r: &ContainerRecord| r.ready && r.running();
+    let all_ready = !apps.is_empty()
+        && apps.iter().all(|c| record(c, false).is_some_and(ready))
+        && inits.iter().filter(|c| is_sidecar(c)).all(|c| record(c, true).is_some_and(ready));
     let condition = |kind: &str, ok: bool, reason: Option<&str>| {
         let status = if ok { "True" } else { "False" };
         let since = previous
@@ -287,6 +328,14 @@ mod tests {
     }
 
     #[test]
+    fn exit_reasons() {
+        assert_eq!(exit_reason(true, 137, 1), "OOMKilled");
+        assert_eq!(exit_reason(true, 0, 0), "Completed");
+        assert_eq!(exit_reason(true, 137, 0), "Error");
+        assert_eq!(exit_reason(false, 255, 0), "Unknown");
+    }
+
+    #[test]
     fn phases() {
         assert_eq!(phase(&pod("Always", &[], &["a"]), &[]), "Pending");
         assert_eq!(phase(&pod("Always", &[], &["a"]), &[rec("a", false, running())]), "Running");
@@ -297,6 +346,37 @@ mod tests {
         let mut backoff = rec("a", false, State::Waiting { reason: "CrashLoopBackOff".into(), message: None });
         backoff.last = exited(1).clone().terminated_owned();
         assert_eq!(phase(&pod("Always", &[], &["a"]), &[backoff]), "Running");
+    }
+
+    #[test]
+    fn sidecars_in_phase_and_conditions() {
+        let mut p = pod("Never", &["side"], &["a"]);
+        p["spec"]["initContainers"][0]["restartPolicy"] = json!("Always");
+        let mut side = rec("side", true, running());
+        side.startup_pending = true;
+        assert_eq!(phase(&p, std::slice::from_ref(&side)), "Pending");
+        side.startup_pending = false;
+        side.ready = true;
+        let mut app = rec("a", false, running());
+        app.ready = true;
+        app.id = Some("u-a-0".into());
+        assert_eq!(phase(&p, &[side.clone(), app.clone()]), "Running");
+        let facts = PodFacts { host_ip: "h", pod_ip: None, start_time: "t0", now: "t1", sandbox_ready: true };
+        let condition = |status: &Value, kind: &str| {
+            status["conditions"].as_array().expect("c").iter().find(|c| c["type"] == kind).expect("condition")["status"]
+                .clone()
+        };
+        let status = pod_status(&p, &[side.clone(), app.clone()], &facts);
+        assert_eq!(condition(&status, "Initialized"), "True");
+        assert_eq!(condition(&status, "Ready"), "True");
+        assert_eq!(status["initContainerStatuses"][0]["started"], true);
+        side.ready = false;
+        assert_eq!(condition(&pod_status(&p, &[side.clone(), app.clone()], &facts), "Ready"), "False");
+        // The app done and the sidecar stopped: Succeeded, whatever the sidecar's exit code.
+        app.state = exited(0);
+        assert_eq!(phase(&p, &[side.clone(), app.clone()]), "Running");
+        side.state = exited(143);
+        assert_eq!(phase(&p, &[side, app]), "Succeeded");
     }
 
     #[test]

@@ -104,7 +104,8 @@ impl LocalStreams {
 
 fn pod_identity(pod: &Value) -> (String, String) {
     let text = |p: &str| pod.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
-    (format!("{}/{}", text("/metadata/namespace"), text("/metadata/name")), text("/metadata/uid"))
+    let uid = crate::agent::static_pods::runtime_uid(pod).to_string();
+    (format!("{}/{}", text("/metadata/namespace"), text("/metadata/name")), uid)
 }
 
 impl ContainerStreams for LocalStreams {

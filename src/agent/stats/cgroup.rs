@@ -67,6 +67,29 @@ impl Layout {
     }
 }
 
+impl Layout {
+    /// How many processes of cgroup `relative` the kernel OOM killer killed:
+    /// v2 `memory.events` `oom_kill`; v1 `memory.oom_control` `oom_kill`, or
+    /// on kernels without that counter `memory.failcnt` (times the limit was
+    /// hit). `None` when the cgroup is gone or unreadable.
+    pub fn oom_kills(&self, relative: &str) -> Option<u64> {
+        match self {
+            Layout::V1 { root } => {
+                let dir = root.join("memory").join(relative);
+                let control = std::fs::read_to_string(dir.join("memory.oom_control")).ok()?;
+                stat_field(&control, "oom_kill").or_else(|| {
+                    let failcnt = std::fs::read_to_string(dir.join("memory.failcnt")).ok()?;
+                    failcnt.trim().parse().ok()
+                })
+            }
+            Layout::V2 { root } => {
+                let events = std::fs::read_to_string(root.join(relative).join("memory.events")).ok()?;
+                stat_field(&events, "oom_kill")
+            }
+        }
+    }
+}
+
 fn read(path: &Path) -> Result<String, StatsError> {
     std::fs::read_to_string(path).map_err(|source| StatsError::Read { path: path.to_path_buf(), source })
 }
@@ -173,6 +196,28 @@ mod tests {
         let usage = layout.usage("kubepods/podu/c").expect("usage");
         assert_eq!(usage, Usage { cpu_nanos: 2_500_000_000, memory_working_set: 65536 - 8192 });
         assert!(matches!(layout.usage("kubepods/podu/gone"), Err(StatsError::Read { .. })));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn oom_kills_per_layout() {
+        let root = temp("oom1");
+        write(
+            &root.join("memory/kubepods/podu/c"),
+            "memory.oom_control",
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        );
+        write(&root.join("memory/kubepods/podu/old"), "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\n");
+        write(&root.join("memory/kubepods/podu/old"), "memory.failcnt", "7\n");
+        let v1 = Layout::detect(&root);
+        assert_eq!(v1.oom_kills("kubepods/podu/c"), Some(2));
+        assert_eq!(v1.oom_kills("kubepods/podu/old"), Some(7));
+        assert_eq!(v1.oom_kills("kubepods/podu/gone"), None);
+        let _ = std::fs::remove_dir_all(&root);
+        let root = temp("oom2");
+        write(&root, "cgroup.controllers", "cpu memory\n");
+        write(&root.join("kubepods/podu/c"), "memory.events", "low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\n");
+        assert_eq!(Layout::detect(&root).oom_kills("kubepods/podu/c"), Some(1));
         let _ = std::fs::remove_dir_all(&root);
     }
 

@@ -134,9 +134,72 @@ pub async fn restrict(state: &ApiState, user: &UserInfo, attrs: &Attributes<'_>)
     }
 }
 
+/// NodeRestriction admission of a pod a node creates: only a mirror pod of
+/// one of its static pods (`kubernetes.io/config.mirror`), bound to itself,
+/// owned by nothing but its own Node, referencing no service account,
+/// Secret, ConfigMap or claim (upstream's messages). Others pass.
+pub fn admit_pod_create(user: &UserInfo, pod: &Value) -> Result<(), ApiError> {
+    let Some(node) = node_of(user) else { return Ok(()) };
+    let forbid = |reason: String| {
+        let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        Err(ApiError::forbidden("", "pods", name, &reason))
+    };
+    if pod.pointer("/metadata/annotations/kubernetes.io~1config.mirror").is_none() {
+        return forbid(format!(
+            "pod does not have \"kubernetes.io/config.mirror\" annotation, node \"{node}\" can only create mirror pods"
+        ));
+    }
+    if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(node) {
+        return forbid(format!("node \"{node}\" can only create pods with spec.nodeName set to itself"));
+    }
+    let owners = pod.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
+    let own_node = |o: &Value| {
+        o.get("kind").and_then(Value::as_str) == Some("Node") && o.get("name").and_then(Value::as_str) == Some(node)
+    };
+    if owners.len() > 1 || owners.iter().any(|o| !own_node(o)) {
+        return forbid(format!("node \"{node}\" can only create pods with a single owner reference set to itself"));
+    }
+    let account = pod.pointer("/spec/serviceAccountName").and_then(Value::as_str).unwrap_or_default();
+    if !account.is_empty() {
+        return forbid(format!("node \"{node}\" can not create pods that reference a service account"));
+    }
+    for (kind, what) in [("secret", "secrets"), ("configMap", "configmaps"), ("claim", "persistentvolumeclaims")] {
+        if !pod_references(pod, kind).is_empty() {
+            return forbid(format!("node \"{node}\" can not create pods that reference {what}"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_creates_only_its_own_mirror_pods() {
+        let node = UserInfo::new("system:node:n1", ["system:nodes".to_string()]);
+        let mirror = serde_json::json!({
+            "metadata": {"name": "web-n1", "annotations": {"kubernetes.io/config.mirror": "abc"},
+                         "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": "n1", "uid": "u"}]},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]},
+        });
+        assert!(admit_pod_create(&node, &mirror).is_ok());
+        let mut plain = mirror.clone();
+        plain["metadata"]["annotations"] = serde_json::json!({});
+        let err = admit_pod_create(&node, &plain).expect_err("not a mirror pod");
+        assert_eq!(err.code, 403);
+        let mut elsewhere = mirror.clone();
+        elsewhere["spec"]["nodeName"] = serde_json::json!("n2");
+        assert!(admit_pod_create(&node, &elsewhere).is_err());
+        let mut owned = mirror.clone();
+        owned["metadata"]["ownerReferences"][0]["name"] = serde_json::json!("n2");
+        assert!(admit_pod_create(&node, &owned).is_err());
+        let mut secret = mirror.clone();
+        secret["spec"]["volumes"] = serde_json::json!([{"name": "s", "secret": {"secretName": "x"}}]);
+        assert!(admit_pod_create(&node, &secret).is_err());
+        let admin = UserInfo::new("admin", ["system:masters".to_string()]);
+        assert!(admit_pod_create(&admin, &plain).is_ok());
+    }
     use serde_json::json;
 
     #[test]

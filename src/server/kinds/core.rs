@@ -125,15 +125,18 @@ impl KindStrategy for PodStrategy {
             pod_spec(spec);
             super::pod_admission::default_requests_from_limits(spec);
         }
-        // The deprecated `serviceAccount` field mirrors `serviceAccountName`, as upstream.
-        if let Some(legacy) = obj.pointer("/spec/serviceAccount").cloned() {
-            set_default(obj, &["spec", "serviceAccountName"], legacy);
-        }
-        set_default(obj, &["spec", "serviceAccountName"], json!("default"));
-        if let Some(account) = obj.pointer("/spec/serviceAccountName").cloned()
-            && let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut)
-        {
-            spec.insert("serviceAccount".into(), account);
+        // ServiceAccount admission leaves mirror pods alone (upstream); the
+        // deprecated `serviceAccount` field mirrors `serviceAccountName`.
+        if obj.pointer("/metadata/annotations/kubernetes.io~1config.mirror").is_none() {
+            if let Some(legacy) = obj.pointer("/spec/serviceAccount").cloned() {
+                set_default(obj, &["spec", "serviceAccountName"], legacy);
+            }
+            set_default(obj, &["spec", "serviceAccountName"], json!("default"));
+            if let Some(account) = obj.pointer("/spec/serviceAccountName").cloned()
+                && let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut)
+            {
+                spec.insert("serviceAccount".into(), account);
+            }
         }
         set_default(obj, &["spec", "priority"], json!(0));
     }

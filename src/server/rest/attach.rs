@@ -13,7 +13,6 @@ use axum::extract::ws::{Message, WebSocket};
 use axum::response::Response;
 use futures::{SinkExt, Stream, StreamExt};
 use http::request::Parts;
-use serde_json::Value;
 use std::sync::Arc;
 
 /// Serves `GET`/`POST .../pods/<name>/attach`.
@@ -33,7 +32,7 @@ pub async fn attach(call: Call, mut parts: Parts) -> Result<Response, ApiError> 
         return Err(ApiError::bad_request("this server runs no agent"));
     };
     streams.check_running(&pod, &request.container).map_err(streams_error)?;
-    let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+    let uid = crate::agent::static_pods::runtime_uid(&pod);
     let options = LogOptions { follow: true, tail_lines: Some(0), timestamps: false, previous: false };
     let output = logs
         .open(uid, &request.container, options)

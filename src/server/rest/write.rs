@@ -19,6 +19,9 @@ pub async fn create(call: Call, body: Bytes) -> Result<Response, ApiError> {
     let warnings = field_validation::check(&call, &obj)?;
     let mut obj = prepare_create(&call, obj)?;
     admit_namespace(&call).await?;
+    if call.resource.group.is_empty() && call.resource.plural == "pods" {
+        crate::server::authz::node::admit_pod_create(&call.user, &obj)?;
+    }
     super::service_account_admission::admit(&call, &mut obj).await?;
     let _admitted = crate::server::quota::admit_create(&call, &obj).await?;
     if call.dry_run()? {

@@ -5,15 +5,12 @@
 //! removes the pod object.
 
 use super::AgentCtx;
-use super::backoff;
-use super::error::{AgentError, Result};
+use super::error::AgentError;
 use super::node::now;
 use super::probe;
 use super::reaper::Exit;
 use super::sandbox::{self, PodPaths};
-use super::spec::{self, SpecInput};
 use super::status::{self, ContainerRecord, PodFacts, State, Terminated};
-use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,6 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+
+mod plan;
+mod start;
+mod stop;
 
 /// What the manager tells a worker: the pod as the API has it, or `None` when it is gone.
 pub type PodUpdates = watch::Receiver<Option<Value>>;
@@ -45,6 +46,8 @@ struct Worker {
     sandbox_ready: bool,
     /// When the volumes were last refreshed (configMaps, Secrets, tokens).
     volumes_refreshed: Option<Instant>,
+    /// Runs of sidecars already told to stop because the pod is done.
+    stopping: std::collections::HashSet<String>,
     reported: Option<Value>,
     start_time: String,
     /// Probe tasks by container name, and what they found.
@@ -87,6 +90,7 @@ pub async fn run(ctx: Arc<AgentCtx>, uid: String, mut updates: PodUpdates) {
         run_started: HashMap::new(),
         sandbox_ready: false,
         volumes_refreshed: None,
+        stopping: Default::default(),
         reported: None,
         start_time,
         probes: HashMap::new(),
@@ -118,6 +122,11 @@ impl Worker {
                 self.cleanup(true);
                 return;
             };
+            // A static pod is handed over again when its mirror pod was
+            // recreated: post the status to the new one.
+            if super::static_pods::is_static(&pod) {
+                self.reported = None;
+            }
             self.pod = pod;
             if self.pod.pointer("/metadata/deletionTimestamp").is_some() {
                 let grace = self
@@ -215,10 +224,15 @@ impl Worker {
             self.records.push(record);
         }
         self.sandbox_ready = !self.records.is_empty();
+        let sidecars: Vec<String> = containers(&self.pod)
+            .into_iter()
+            .filter(|(c, init)| *init && plan::is_sidecar(c))
+            .filter_map(|(c, _)| c.get("name").and_then(Value::as_str).map(str::to_string))
+            .collect();
         let adopted: Vec<(String, String, bool, bool)> = self
             .records
             .iter()
-            .filter(|r| r.running() && !r.init)
+            .filter(|r| r.running() && (!r.init || sidecars.contains(&r.name)))
             .filter_map(|r| Some((r.name.clone(), r.id.clone()?, !r.startup_pending, r.ready)))
             .collect();
         for (name, id, started, ready) in adopted {
@@ -248,7 +262,6 @@ impl Worker {
                 }
             }
         }
-        let policy = self.pod.pointer("/spec/restartPolicy").and_then(Value::as_str).unwrap_or("Always").to_string();
         let mut wake: Option<Instant> = None;
         let mut soonest = |at: Instant| wake = Some(wake.map_or(at, |w: Instant| w.min(at)));
         if self.volumes_refreshed.is_none_or(|at| at.elapsed() >= VOLUME_REFRESH) {
@@ -258,26 +271,12 @@ impl Worker {
             self.volumes_refreshed = Some(Instant::now());
         }
         soonest(self.volumes_refreshed.map_or_else(Instant::now, |at| at + VOLUME_REFRESH));
-        for (container, init) in containers(&self.pod) {
+        if let Some(sidecar) = plan::sidecar_to_stop(&self.pod, &self.records) {
+            self.stop_sidecar(&sidecar);
+        }
+        for (container, init) in plan::to_start(&self.pod, &self.records) {
             let name = container.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-            let record = self.records.iter().find(|r| r.name == name).cloned();
-            let start = match &record {
-                None => true,
-                Some(r) if r.running() => false,
-                Some(r) => match (&r.state, &r.last) {
-                    (State::Terminated(t), _) => {
-                        // Init containers restart on failure unless the policy is Never.
-                        if init {
-                            t.exit_code != 0 && policy != "Never"
-                        } else {
-                            backoff::should_restart(&policy, t.exit_code)
-                        }
-                    }
-                    (State::Waiting { .. }, _) => true,
-                    _ => false,
-                },
-            };
-            if start {
+            {
                 let due = self.next_start.get(&name).copied().unwrap_or_else(Instant::now);
                 if due > Instant::now() {
                     let key = self.key.clone();
@@ -329,246 +328,13 @@ impl Worker {
                     self.next_start.insert(name.clone(), retry);
                     // A second later the kubelet shows the back-off instead.
                     soonest((Instant::now() + Duration::from_secs(1)).min(retry));
+                } else {
+                    // Look again at once: a started sidecar lets the next container start.
+                    soonest(Instant::now());
                 }
-            }
-            // Init containers run one at a time, each to success, before the next.
-            if init && !self.records.iter().any(|r| r.name == name && r.succeeded()) {
-                break;
             }
         }
         wake
-    }
-
-    /// Pulls the image and starts one run of a container.
-    async fn start(&mut self, container: &Value, init: bool) -> Result<()> {
-        let name = container.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-        let image_name = container.get("image").and_then(Value::as_str).unwrap_or_default().to_string();
-        if !self.records.iter().any(|r| r.name == name) {
-            self.records.push(ContainerRecord::new(&name, init, &image_name));
-            self.report().await;
-        }
-        let restart = match self.records.iter().find(|r| r.name == name) {
-            Some(r) if r.id.is_some() => r.restart_count + 1,
-            _ => 0,
-        };
-        let policy = container.get("imagePullPolicy").and_then(Value::as_str).unwrap_or_default();
-        let keyring = super::pull_secrets::keyring(&self.ctx.client, &self.pod).await;
-        // `_in_use` keeps image garbage collection away until the rootfs is mounted.
-        let (image, _in_use) = self.ctx.images.ensure(&image_name, policy, &keyring).await?;
-        self.pull_failures.remove(&name);
-        let env = super::env::resolve(&self.ctx, &self.pod, container).await?;
-        let id = format!("{}-{name}-{restart}", self.uid);
-        let run_dir = self.run_dir(&name, restart);
-        let rootfs = run_dir.join("rootfs");
-        for dir in [run_dir.join("upper"), run_dir.join("work"), rootfs.clone()] {
-            std::fs::create_dir_all(&dir).map_err(AgentError::io("create container folder", &dir))?;
-        }
-        self.ctx.host.mount_overlay(&image.rootfs, &run_dir.join("upper"), &run_dir.join("work"), &rootfs)?;
-        let netns = (!sandbox::host_network(&self.pod)).then_some(self.paths.netns.as_path());
-        let config = spec::render(&SpecInput {
-            pod: &self.pod,
-            container,
-            image: &image,
-            env: &env,
-            netns,
-            cgroups_path: format!("/kubepods/pod{}/{name}", self.uid),
-            mounts: sandbox::container_mounts(&self.pod, container, &self.paths),
-        });
-        let config_path = run_dir.join("config.json");
-        std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap_or_default())
-            .map_err(AgentError::io("write runtime spec", &config_path))?;
-        let log_dir = self.paths.logs.join(&name);
-        std::fs::create_dir_all(&log_dir).map_err(AgentError::io("create log folder", &log_dir))?;
-        let (log, done) = super::logs::container_log(&self.paths.logs, &name, restart);
-        let _ = std::fs::remove_file(&done);
-        let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(AgentError::sys("create a pipe"));
-        let (out_r, out_w) = pipe()?;
-        let (err_r, err_w) = pipe()?;
-        let shim = super::logs::spawn_shim(out_r, err_r, &log, &done)?;
-        drop(self.ctx.reaper.watch_child(shim));
-        let runtime = self.ctx.runtime.clone();
-        let (run_id, bundle) = (id.clone(), run_dir.clone());
-        let started = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(move || runtime.run(&run_id, &bundle, out_w, err_w))
-            .await
-            .map_err(|err| AgentError::Runtime { id: id.clone(), message: format!("runtime task: {err}") })?;
-        let pid = match result {
-            Ok(pid) => pid,
-            Err(err) => {
-                let _ = self.ctx.host.unmount(&rootfs);
-                return Err(err);
-            }
-        };
-        tracing::info!(container = %name, id = %id, pid, restart, elapsed_ms = started.elapsed().as_millis() as u64, "container started");
-        let rx = self.ctx.reaper.watch_child(pid);
-        let tx = self.exits_tx.clone();
-        let exit_id = id.clone();
-        tokio::spawn(async move {
-            if let Ok(exit) = rx.await {
-                let _ = tx.send((exit_id, exit));
-            }
-        });
-        self.run_started.insert(name.clone(), Instant::now());
-        if let Some(r) = self.record_mut(&name) {
-            if let State::Terminated(t) = r.state.clone() {
-                r.last = Some(t);
-            }
-            if r.id.is_some() {
-                r.restart_count += 1;
-            }
-            r.state = State::Running { started_at: now() };
-            r.id = Some(id);
-            r.pid = Some(pid);
-            r.image_id = image.image_id.clone();
-        }
-        let probing =
-            if init { None } else { record_id(&self.records, &name).map(|id| self.start_probes(&name, &id, None)) };
-        if let Some(r) = self.record_mut(&name) {
-            r.ready = probing.is_none_or(|(_, ready)| ready);
-            r.startup_pending = probing.is_some_and(|(started, _)| !started);
-        }
-        self.save(&name);
-        Ok(())
-    }
-
-    /// Starts the probes of container run `id`; returns its (started, ready) state.
-    fn start_probes(&mut self, name: &str, id: &str, resume: Option<(bool, bool)>) -> (bool, bool) {
-        if let Some(task) = self.probes.remove(name) {
-            task.abort();
-        }
-        let Some((container, _)) =
-            containers(&self.pod).into_iter().find(|(c, _)| c.get("name").and_then(Value::as_str) == Some(name))
-        else {
-            return (true, true);
-        };
-        let netns = (!sandbox::host_network(&self.pod)).then(|| self.paths.netns.clone());
-        let probing = probe::spawn(&self.ctx, &self.pod, &container, id, netns, resume, self.probe_tx.clone());
-        if let Some(task) = probing.task {
-            self.probes.insert(name.to_string(), task);
-        }
-        (probing.started, probing.ready)
-    }
-
-    /// Applies what a probe found to the container run it probed.
-    async fn probed(&mut self, update: probe::Update) {
-        let probe::Update { container: name, run_id, effect } = update;
-        let Some(record) = self.records.iter_mut().find(|r| r.id.as_deref() == Some(run_id.as_str()) && r.running())
-        else {
-            return;
-        };
-        match effect {
-            probe::Effect::Started => record.startup_pending = false,
-            probe::Effect::Ready(ready) => record.ready = ready,
-            probe::Effect::Kill(kind) => {
-                record.ready = false;
-                let policy = self.pod.pointer("/spec/restartPolicy").and_then(Value::as_str).unwrap_or("Always");
-                let message = probe::kill_message(&name, kind, policy != "Never");
-                tracing::info!(container = %name, %message, "killing the container");
-                probe::Events::new(self.ctx.clone(), self.pod.clone(), &name)
-                    .record("Normal", "Killing", &message)
-                    .await;
-                if let Err(err) = self.ctx.runtime.kill(&run_id, Signal::SIGTERM) {
-                    tracing::warn!(error = %err, "cannot signal container");
-                }
-                let grace =
-                    self.pod.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_u64).unwrap_or(30);
-                let runtime = self.ctx.runtime.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(grace)).await;
-                    let _ = runtime.kill(&run_id, Signal::SIGKILL);
-                });
-            }
-        }
-        self.save(&name);
-    }
-
-    /// Records a container exit and releases its runtime state and rootfs.
-    async fn exited(&mut self, id: &str, exit: Exit) {
-        let Some(record) = self.records.iter_mut().find(|r| r.id.as_deref() == Some(id) && r.running()) else { return };
-        let started_at = match &record.state {
-            State::Running { started_at } => started_at.clone(),
-            _ => String::new(),
-        };
-        let reason = if !exit.known {
-            "Unknown"
-        } else if exit.code == 0 {
-            "Completed"
-        } else {
-            "Error"
-        };
-        tracing::info!(container = %record.name, exit_code = exit.code, "container exited");
-        record.state = State::Terminated(Terminated {
-            exit_code: exit.code,
-            signal: exit.signal,
-            reason: reason.into(),
-            message: None,
-            started_at,
-            finished_at: now(),
-        });
-        record.pid = None;
-        record.ready = false;
-        let (name, restart) = (record.name.clone(), record.restart_count);
-        if let Some(task) = self.probes.remove(&name) {
-            task.abort();
-        }
-        let ran = self.run_started.get(&name).map(|s| s.elapsed()).unwrap_or_default();
-        self.next_start.insert(name.clone(), Instant::now() + backoff::delay(restart, ran));
-        self.save(&name);
-        let runtime = self.ctx.runtime.clone();
-        let delete_id = id.to_string();
-        match tokio::task::spawn_blocking(move || runtime.delete(&delete_id)).await {
-            Ok(Err(err)) => tracing::warn!(error = %err, "cannot delete container"),
-            Err(err) => tracing::warn!(error = %err, "delete task failed"),
-            Ok(Ok(())) => {}
-        }
-        let run_dir = self.run_dir(&name, restart);
-        let _ = self.ctx.host.unmount(&run_dir.join("rootfs"));
-        let _ = std::fs::remove_dir_all(&run_dir);
-    }
-
-    /// Stops every running container: SIGTERM, then SIGKILL after `grace`.
-    async fn terminate(&mut self, grace: Duration) {
-        let running =
-            |w: &Worker| w.records.iter().filter(|r| r.running()).filter_map(|r| r.id.clone()).collect::<Vec<_>>();
-        let signal = |w: &Worker, signal: Signal| {
-            for id in running(w) {
-                if let Err(err) = w.ctx.runtime.kill(&id, signal) {
-                    tracing::warn!(id = %id, error = %err, "cannot signal container");
-                }
-            }
-        };
-        if grace > Duration::ZERO {
-            signal(self, Signal::SIGTERM);
-            let deadline = Instant::now() + grace;
-            while !running(self).is_empty() {
-                tokio::select! {
-                    Some((id, exit)) = self.exits.recv() => self.exited(&id, exit).await,
-                    _ = tokio::time::sleep_until(deadline) => break,
-                }
-            }
-        }
-        if !running(self).is_empty() {
-            signal(self, Signal::SIGKILL);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !running(self).is_empty() {
-                tokio::select! {
-                    Some((id, exit)) = self.exits.recv() => self.exited(&id, exit).await,
-                    _ = tokio::time::sleep_until(deadline) => break,
-                }
-            }
-        }
-        for record in &self.records {
-            if let Some(id) = &record.id {
-                let _ = self.ctx.runtime.delete(id);
-                let _ = self.ctx.host.unmount(&self.run_dir(&record.name, record.restart_count).join("rootfs"));
-            }
-        }
-    }
-
-    fn cleanup(&self, remove_logs: bool) {
-        if let Err(err) = sandbox::teardown(&self.ctx, &self.paths, &self.uid, remove_logs) {
-            tracing::warn!(error = %err, "pod cleanup incomplete");
-        }
     }
 
     /// Posts the pod's status when it changed.
