@@ -10,7 +10,7 @@ use super::queue::{self, Action, Key, Secondary, Wake};
 use super::replicaset::write_status;
 use super::revisions::{self, REVISION_LABEL};
 use super::rollout::resolve;
-use super::scheduler::framework::{FILTERS, NodeInfo};
+use super::scheduler::framework::daemon_fits;
 use crate::server::error::ApiError;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -94,8 +94,7 @@ fn node_of(pod: &Value) -> String {
 /// Whether the daemon should run on `node` (every filter but resources).
 pub fn should_run(ds: &Value, node: &Value) -> bool {
     let pod = unpinned(ds, "");
-    let info = NodeInfo { node: node.clone(), pods: Vec::new() };
-    FILTERS.iter().filter(|(plugin, _)| *plugin != "NodeResourcesFit").all(|(_, filter)| filter(&pod, &info).is_ok())
+    daemon_fits(&pod, node)
 }
 
 async fn delete_pod(ctx: &Context, ds: &Value, pod: &Value) -> Result<(), ApiError> {
@@ -212,8 +211,7 @@ mod tests {
         assert_eq!(node_of(&pod), "n1");
         assert_eq!(pod["metadata"]["labels"]["pod-template-generation"], "2");
         assert!(pod["spec"]["tolerations"].as_array().is_some_and(|t| t.len() == 6));
-        let info = NodeInfo { node: node("n2", json!({}), json!([])), pods: Vec::new() };
-        assert!(FILTERS.iter().any(|(_, f)| f(&pod, &info).is_err()), "a daemon pod fits only its own node");
+        assert!(!daemon_fits(&pod, &node("n2", json!({}), json!([]))), "a daemon pod fits only its own node");
     }
 
     #[test]

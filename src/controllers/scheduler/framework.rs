@@ -1,311 +1,236 @@
-//! The scheduling framework: filter plugins say why a node cannot take a
-//! pod (with upstream's reason texts), score plugins rank the nodes that
-//! can; `schedule` runs them and picks a node or explains the failure.
+//! The scheduling framework: a cycle's pre-computed state, the filter
+//! plugins in upstream's order, the score plugins with upstream's default
+//! weights, and the FitError message ("0/N nodes are available: …").
 
-use super::quantity::milli_of;
+use super::info::{NodeInfo, PodInfo};
+use super::{filters, interpod, scores, spread};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// A node and the pods already assigned to it.
-pub struct NodeInfo {
-    pub node: Value,
-    pub pods: Vec<Value>,
+/// Upstream's MaxNodeScore.
+pub const MAX_SCORE: i64 = 100;
+/// upstream's minFeasibleNodesToFind / minFeasibleNodesPercentageToFind.
+const MIN_FEASIBLE: usize = 100;
+const MIN_FEASIBLE_PERCENT: usize = 5;
+
+/// Why a node cannot take the pod. `resolvable` is upstream's `Unschedulable`
+/// (preemption might help) as opposed to `UnschedulableAndUnresolvable`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub plugin: &'static str,
+    pub reasons: Vec<String>,
+    pub resolvable: bool,
 }
 
-impl NodeInfo {
-    pub fn name(&self) -> &str {
-        self.node.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()
+impl Failure {
+    pub fn new(plugin: &'static str, reason: &str) -> Failure {
+        Failure { plugin, reasons: vec![reason.to_string()], resolvable: true }
+    }
+
+    pub fn unresolvable(plugin: &'static str, reason: &str) -> Failure {
+        Failure { plugin, reasons: vec![reason.to_string()], resolvable: false }
     }
 }
 
-/// A filter's verdict on one node: `Err(reason)` as upstream prints it.
-pub type Filter = fn(&Value, &NodeInfo) -> Result<(), String>;
-/// A score plugin: 0..=100 for one node (higher is better).
-pub type Score = fn(&Value, &NodeInfo, &[NodeInfo]) -> i64;
+/// One scheduling cycle: the pod and what PreFilter computed over all nodes.
+pub struct Cycle<'a> {
+    pub pod: PodInfo,
+    pub namespaces: &'a HashMap<String, Value>,
+    pub spread: spread::FilterState,
+    pub interpod: interpod::FilterState,
+}
 
-pub const FILTERS: &[(&str, Filter)] = &[
-    ("NodeUnschedulable", node_unschedulable),
-    ("NodeName", node_name),
-    ("TaintToleration", taint_toleration),
-    ("NodeAffinity", node_affinity),
-    ("NodePorts", node_ports),
-    ("NodeResourcesFit", resources_fit),
+impl<'a> Cycle<'a> {
+    /// PreFilter: the cluster-wide counts the filters need.
+    pub fn new(pod: PodInfo, nodes: &[&NodeInfo], namespaces: &'a HashMap<String, Value>) -> Cycle<'a> {
+        let spread = spread::FilterState::new(&pod, nodes);
+        let interpod = interpod::FilterState::new(&pod, nodes, namespaces);
+        Cycle { pod, namespaces, spread, interpod }
+    }
+}
+
+type Filter = fn(&Cycle, &NodeInfo) -> Result<(), Failure>;
+
+/// The default profile's filters in upstream's order.
+pub const FILTERS: &[Filter] = &[
+    filters::node_unschedulable,
+    filters::node_name,
+    filters::taint_toleration,
+    filters::node_affinity,
+    filters::node_ports,
+    filters::resources_fit,
+    spread::filter,
+    interpod::filter,
 ];
 
-pub const SCORES: &[(&str, Score)] = &[("NodeResourcesLeastAllocated", least_allocated), ("PodTopologySpread", spread)];
+pub use super::filters::tolerates;
 
-/// The chosen node's name, or upstream's FailedScheduling message.
-pub fn schedule(pod: &Value, nodes: &[NodeInfo]) -> Result<String, String> {
-    if nodes.is_empty() {
-        return Err("no nodes available to schedule pods".into());
+/// Whether a pod passes the node-local filters on an empty `node` (every
+/// filter but NodeResourcesFit): what the DaemonSet controller asks.
+pub fn daemon_fits(pod: &Value, node: &Value) -> bool {
+    let info = NodeInfo::new(node.clone());
+    let namespaces = HashMap::new();
+    let cycle = Cycle::new(PodInfo::new(pod.clone()), &[], &namespaces);
+    [
+        filters::node_unschedulable,
+        filters::node_name,
+        filters::taint_toleration,
+        filters::node_affinity,
+        filters::node_ports,
+    ]
+    .iter()
+    .all(|f| f(&cycle, &info).is_ok())
+}
+
+/// Runs the filters on one node; the first failing plugin decides.
+pub fn filter(cycle: &Cycle, node: &NodeInfo) -> Result<(), Failure> {
+    FILTERS.iter().try_for_each(|f| f(cycle, node))
+}
+
+/// The pod fits nowhere: per node why (by the nodes' names).
+#[derive(Debug)]
+pub struct FitError {
+    pub num_nodes: usize,
+    pub failures: BTreeMap<String, Failure>,
+}
+
+impl FitError {
+    /// upstream's FitError.Error(), with the PostFilter (preemption) message.
+    pub fn message(&self, post_filter: &str) -> String {
+        let mut message = format!("0/{} nodes are available:", self.num_nodes);
+        message += &format!(" {}.", histogram(self.failures.values().flat_map(|f| f.reasons.iter().cloned())));
+        if !post_filter.is_empty() {
+            message += &format!(" {post_filter}");
+            if !post_filter.ends_with('.') {
+                message.push('.');
+            }
+        }
+        message
     }
-    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    let mut feasible = Vec::new();
-    for info in nodes {
-        match FILTERS.iter().try_for_each(|(_, filter)| filter(pod, info)) {
-            Ok(()) => feasible.push(info),
-            Err(reason) => *reasons.entry(reason).or_default() += 1,
+
+    /// The plugins that rejected some node (the queue moves the pod back on events they care about).
+    pub fn plugins(&self) -> BTreeSet<&'static str> {
+        self.failures.values().map(|f| f.plugin).collect()
+    }
+}
+
+/// "2 Insufficient cpu, 1 node(s) …": counts per reason, sorted as strings like upstream.
+pub fn histogram(reasons: impl Iterator<Item = String>) -> String {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for reason in reasons {
+        *counts.entry(reason).or_default() += 1;
+    }
+    let mut parts: Vec<String> = counts.iter().map(|(reason, n)| format!("{n} {reason}")).collect();
+    parts.sort();
+    parts.join(", ")
+}
+
+/// upstream's numFeasibleNodesToFind with the adaptive percentage.
+pub fn feasible_nodes_to_find(all: usize) -> usize {
+    if all < MIN_FEASIBLE {
+        return all;
+    }
+    let percentage = 50usize.saturating_sub(all / 125).max(MIN_FEASIBLE_PERCENT);
+    (all * percentage / 100).max(MIN_FEASIBLE)
+}
+
+/// The outcome of one scheduling attempt.
+pub struct Decision<'a> {
+    pub node: String,
+    pub cycle: Cycle<'a>,
+    /// How many nodes were looked at (upstream advances its start index by it).
+    pub evaluated: usize,
+}
+
+/// Filters the nodes (from `start`, round robin, until enough fit), scores
+/// the feasible ones and picks the best; or explains why none fits.
+pub fn schedule<'a>(
+    pod: PodInfo,
+    nodes: &[&NodeInfo],
+    namespaces: &'a HashMap<String, Value>,
+    start: usize,
+) -> Result<Decision<'a>, Box<(Cycle<'a>, FitError)>> {
+    let cycle = Cycle::new(pod, nodes, namespaces);
+    if nodes.is_empty() {
+        return Err(Box::new((cycle, FitError { num_nodes: 0, failures: BTreeMap::new() })));
+    }
+    // The node a preemption freed is tried first (upstream's evaluateNominatedNode).
+    let nominated = cycle.pod.pod.pointer("/status/nominatedNodeName").and_then(Value::as_str).unwrap_or_default();
+    if !nominated.is_empty()
+        && let Some(node) = nodes.iter().find(|n| n.name == nominated)
+        && filter(&cycle, node).is_ok()
+    {
+        return Ok(Decision { node: nominated.to_string(), cycle, evaluated: 0 });
+    }
+    let wanted = feasible_nodes_to_find(nodes.len());
+    let mut feasible: Vec<&NodeInfo> = Vec::with_capacity(wanted);
+    let mut failures = BTreeMap::new();
+    let mut evaluated = 0;
+    for i in 0..nodes.len() {
+        let node = nodes[(start + i) % nodes.len()];
+        evaluated += 1;
+        match filter(&cycle, node) {
+            Ok(()) => {
+                feasible.push(node);
+                if feasible.len() >= wanted {
+                    break;
+                }
+            }
+            Err(failure) => {
+                failures.insert(node.name.clone(), failure);
+            }
         }
     }
     if feasible.is_empty() {
-        let parts: Vec<String> = reasons.iter().map(|(reason, n)| format!("{n} {reason}")).collect();
-        let total = nodes.len();
-        return Err(format!(
-            "0/{total} nodes are available: {}. preemption: 0/{total} nodes are available: {total} Preemption is not helpful for scheduling.",
-            parts.join(", ")
-        ));
+        return Err(Box::new((cycle, FitError { num_nodes: nodes.len(), failures })));
     }
-    let best = feasible
-        .iter()
-        .map(|info| (SCORES.iter().map(|(_, score)| score(pod, info, nodes)).sum::<i64>(), info.name()))
-        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(a.1)));
-    best.map(|(_, name)| name.to_string()).ok_or_else(|| "no nodes available to schedule pods".into())
-}
-
-fn node_unschedulable(pod: &Value, info: &NodeInfo) -> Result<(), String> {
-    let unschedulable = info.node.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true);
-    let tolerated = tolerations(pod).iter().any(|t| {
-        t.get("key").and_then(Value::as_str) == Some("node.kubernetes.io/unschedulable")
-            || (t.get("key").is_none() && t.get("operator").and_then(Value::as_str) == Some("Exists"))
-    });
-    if unschedulable && !tolerated { Err("node(s) were unschedulable".into()) } else { Ok(()) }
-}
-
-fn node_name(pod: &Value, info: &NodeInfo) -> Result<(), String> {
-    match pod.pointer("/spec/nodeName").and_then(Value::as_str) {
-        Some(name) if !name.is_empty() && name != info.name() => {
-            Err("node(s) didn't match the requested node name".into())
-        }
-        _ => Ok(()),
-    }
-}
-
-fn tolerations(pod: &Value) -> Vec<Value> {
-    pod.pointer("/spec/tolerations").and_then(Value::as_array).cloned().unwrap_or_default()
-}
-
-/// Whether a toleration tolerates a taint (upstream `ToleratesTaint`).
-pub fn tolerates(toleration: &Value, taint: &Value) -> bool {
-    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-    let effect = text(toleration, "effect");
-    if !effect.is_empty() && effect != text(taint, "effect") {
-        return false;
-    }
-    let key = text(toleration, "key");
-    if !key.is_empty() && key != text(taint, "key") {
-        return false;
-    }
-    match toleration.get("operator").and_then(Value::as_str).unwrap_or("Equal") {
-        "Exists" => true,
-        "Equal" => text(toleration, "value") == text(taint, "value"),
-        _ => false,
-    }
-}
-
-/// The node's taints, plus `node.kubernetes.io/not-ready` for a node that is not Ready.
-pub fn taints(node: &Value) -> Vec<Value> {
-    let mut taints = node.pointer("/spec/taints").and_then(Value::as_array).cloned().unwrap_or_default();
-    let ready = node.pointer("/status/conditions").and_then(Value::as_array).into_iter().flatten().any(|c| {
-        c.get("type").and_then(Value::as_str) == Some("Ready")
-            && c.get("status").and_then(Value::as_str) == Some("True")
-    });
-    let listed = taints.iter().any(|t| t.get("key").and_then(Value::as_str) == Some("node.kubernetes.io/not-ready"));
-    if !ready && !listed {
-        taints.push(serde_json::json!({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}));
-    }
-    taints
-}
-
-fn taint_toleration(pod: &Value, info: &NodeInfo) -> Result<(), String> {
-    let tolerations = tolerations(pod);
-    for taint in taints(&info.node) {
-        let effect = taint.get("effect").and_then(Value::as_str).unwrap_or_default();
-        if !matches!(effect, "NoSchedule" | "NoExecute") {
-            continue;
-        }
-        if !tolerations.iter().any(|t| tolerates(t, &taint)) {
-            let key = taint.get("key").and_then(Value::as_str).unwrap_or_default();
-            let value = taint.get("value").and_then(Value::as_str).unwrap_or_default();
-            return Err(format!("node(s) had untolerated taint {{{key}: {value}}}"));
-        }
-    }
-    Ok(())
-}
-
-/// One nodeSelectorTerm's match expressions / fields against a node.
-fn term_matches(term: &Value, node: &Value) -> bool {
-    let label = |key: &str| {
-        node.pointer("/metadata/labels").and_then(|l| l.get(key)).and_then(Value::as_str).map(str::to_string)
+    let node = if feasible.len() == 1 {
+        feasible[0].name.clone()
+    } else {
+        let totals = scores::score(&cycle, &feasible, nodes);
+        select_host(&feasible, &totals)
     };
-    let field = |key: &str| match key {
-        "metadata.name" => node.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string),
-        _ => None,
-    };
-    let check = |requirements: Option<&Value>, get: &dyn Fn(&str) -> Option<String>| {
-        requirements.and_then(Value::as_array).into_iter().flatten().all(|req| {
-            let key = req.get("key").and_then(Value::as_str).unwrap_or_default();
-            let values: Vec<&str> =
-                req.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
-            let actual = get(key);
-            let actual = actual.as_deref();
-            let number = |s: Option<&str>| s.and_then(|s| s.parse::<i64>().ok());
-            match req.get("operator").and_then(Value::as_str).unwrap_or_default() {
-                "In" => actual.is_some_and(|a| values.contains(&a)),
-                "NotIn" => actual.is_none_or(|a| !values.contains(&a)),
-                "Exists" => actual.is_some(),
-                "DoesNotExist" => actual.is_none(),
-                "Gt" => matches!((number(actual), number(values.first().copied())), (Some(a), Some(v)) if a > v),
-                "Lt" => matches!((number(actual), number(values.first().copied())), (Some(a), Some(v)) if a < v),
-                _ => false,
-            }
-        })
-    };
-    let has_any = term.get("matchExpressions").and_then(Value::as_array).is_some_and(|a| !a.is_empty())
-        || term.get("matchFields").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
-    has_any && check(term.get("matchExpressions"), &label) && check(term.get("matchFields"), &field)
+    Ok(Decision { node, cycle, evaluated })
 }
 
-fn node_affinity(pod: &Value, info: &NodeInfo) -> Result<(), String> {
-    let reason = || "node(s) didn't match Pod's node affinity/selector".to_string();
-    let labels = info.node.pointer("/metadata/labels");
-    if let Some(selector) = pod.pointer("/spec/nodeSelector").and_then(Value::as_object) {
-        for (key, value) in selector {
-            if labels.and_then(|l| l.get(key)) != Some(value) {
-                return Err(reason());
-            }
-        }
-    }
-    let required =
-        pod.pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms");
-    if let Some(terms) = required.and_then(Value::as_array)
-        && !terms.iter().any(|term| term_matches(term, &info.node))
-    {
-        return Err(reason());
-    }
-    Ok(())
-}
-
-/// The host ports a pod asks for: (hostIP, protocol, port).
-fn host_ports(pod: &Value) -> Vec<(String, String, i64)> {
-    pod.pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .flat_map(|c| c.get("ports").and_then(Value::as_array).cloned().unwrap_or_default())
-        .filter_map(|p| {
-            let port = p.get("hostPort").and_then(Value::as_i64).filter(|n| *n > 0)?;
-            let ip = p.get("hostIP").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("0.0.0.0");
-            let protocol = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
-            Some((ip.to_string(), protocol.to_string(), port))
-        })
-        .collect()
-}
-
-fn node_ports(pod: &Value, info: &NodeInfo) -> Result<(), String> {
-    let wanted = host_ports(pod);
-    if wanted.is_empty() {
-        return Ok(());
-    }
-    let used: Vec<(String, String, i64)> = info.pods.iter().flat_map(host_ports).collect();
-    let clash = wanted.iter().any(|(ip, protocol, port)| {
-        used.iter().any(|(uip, uprotocol, uport)| {
-            port == uport && protocol == uprotocol && (ip == uip || ip == "0.0.0.0" || uip == "0.0.0.0")
-        })
-    });
-    if clash { Err("node(s) didn't have free ports for the requested pod ports".into()) } else { Ok(()) }
-}
-
-/// A pod's requests of `resource` in milli-units (init containers count at their maximum).
-pub fn pod_request(pod: &Value, resource: &str) -> i128 {
-    let container = |c: &Value| -> i128 {
-        c.pointer(&format!("/resources/requests/{resource}"))
-            .or_else(|| c.pointer(&format!("/resources/limits/{resource}")))
-            .and_then(milli_of)
-            .unwrap_or(0)
-    };
-    let list = |key: &str| pod.pointer(&format!("/spec/{key}")).and_then(Value::as_array).cloned().unwrap_or_default();
-    let sum: i128 = list("containers").iter().map(container).sum();
-    let init = list("initContainers").iter().map(container).max().unwrap_or(0);
-    let overhead = pod.pointer(&format!("/spec/overhead/{resource}")).and_then(milli_of).unwrap_or(0);
-    sum.max(init) + overhead
-}
-
-fn allocatable(node: &Value, resource: &str) -> i128 {
-    node.pointer(&format!("/status/allocatable/{resource}"))
-        .or_else(|| node.pointer(&format!("/status/capacity/{resource}")))
-        .and_then(milli_of)
-        .unwrap_or(0)
-}
-
-fn resources_fit(pod: &Value, info: &NodeInfo) -> Result<(), String> {
-    let max_pods = allocatable(&info.node, "pods") / 1000;
-    if info.pods.len() as i128 + 1 > max_pods {
-        return Err("Too many pods".into());
-    }
-    for resource in ["cpu", "memory", "ephemeral-storage"] {
-        let wanted = pod_request(pod, resource);
-        if wanted == 0 {
-            continue;
-        }
-        let used: i128 = info.pods.iter().map(|p| pod_request(p, resource)).sum();
-        if used + wanted > allocatable(&info.node, resource) {
-            return Err(format!("Insufficient {resource}"));
-        }
-    }
-    Ok(())
-}
-
-/// Upstream's non-zero requests for scoring: 100m CPU and 200Mi memory when unset.
-fn scoring_request(pod: &Value, resource: &str) -> i128 {
-    match (pod_request(pod, resource), resource) {
-        (0, "cpu") => 100,
-        (0, "memory") => 200 * (1 << 20) * 1000,
-        (n, _) => n,
-    }
-}
-
-fn least_allocated(pod: &Value, info: &NodeInfo, _all: &[NodeInfo]) -> i64 {
-    let scores: Vec<i64> = ["cpu", "memory"]
-        .iter()
-        .map(|resource| {
-            let capacity = allocatable(&info.node, resource);
-            let used: i128 =
-                info.pods.iter().map(|p| scoring_request(p, resource)).sum::<i128>() + scoring_request(pod, resource);
-            if capacity == 0 || used > capacity { 0 } else { ((capacity - used) * 100 / capacity) as i64 }
-        })
-        .collect();
-    scores.iter().sum::<i64>() / scores.len() as i64
-}
-
-/// The uid of a pod's controller, which groups a workload's pods.
-fn owner(pod: &Value) -> Option<&str> {
-    super::super::objects::controller_uid(pod)
-}
-
-/// Fewer pods of the same workload on a node scores higher (selector spreading).
-fn spread(pod: &Value, info: &NodeInfo, all: &[NodeInfo]) -> i64 {
-    let Some(uid) = owner(pod) else { return 0 };
-    let count = |n: &NodeInfo| n.pods.iter().filter(|p| owner(p) == Some(uid)).count() as i64;
-    let max = all.iter().map(count).max().unwrap_or(0);
-    if max == 0 { 100 } else { 100 * (max - count(info)) / max }
+/// The highest total; ties broken at random, like upstream's selectHost.
+fn select_host(nodes: &[&NodeInfo], totals: &[i64]) -> String {
+    let best = totals.iter().copied().max().unwrap_or(0);
+    let tied: Vec<usize> = (0..nodes.len()).filter(|i| totals[*i] == best).collect();
+    let pick = tied[rand::random_range(0..tied.len())];
+    nodes[pick].name.clone()
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
     use serde_json::json;
 
-    fn node(name: &str, labels: Value, cpu: &str) -> NodeInfo {
-        NodeInfo {
-            node: json!({"metadata": {"name": name, "labels": labels},
-                "status": {"allocatable": {"cpu": cpu, "memory": "4Gi", "pods": "110"},
-                    "conditions": [{"type": "Ready", "status": "True"}]}}),
-            pods: Vec::new(),
-        }
+    pub fn node(name: &str, labels: Value, cpu: &str) -> NodeInfo {
+        NodeInfo::new(json!({"metadata": {"name": name, "labels": labels},
+            "status": {"allocatable": {"cpu": cpu, "memory": "4Gi", "pods": "110"},
+                "conditions": [{"type": "Ready", "status": "True"}]}}))
     }
 
-    fn pod(spec: Value) -> Value {
-        json!({"metadata": {"name": "p", "ownerReferences": [{"uid": "rs", "controller": true}]}, "spec": spec})
+    pub fn pod(spec: Value) -> Value {
+        json!({"metadata": {"name": "p", "namespace": "default", "uid": "p-uid", "labels": {"app": "web"},
+            "ownerReferences": [{"uid": "rs", "controller": true}]}, "spec": spec})
+    }
+
+    pub fn empty_namespaces() -> &'static HashMap<String, Value> {
+        Box::leak(Box::new(HashMap::new()))
+    }
+
+    pub fn cycle_for(pod: &Value, nodes: &[&NodeInfo]) -> Cycle<'static> {
+        Cycle::new(PodInfo::new(pod.clone()), nodes, empty_namespaces())
+    }
+
+    pub fn run(pod: &Value, nodes: &[NodeInfo]) -> Result<String, String> {
+        let refs: Vec<&NodeInfo> = nodes.iter().collect();
+        match schedule(PodInfo::new(pod.clone()), &refs, empty_namespaces(), 0) {
+            Ok(decision) => Ok(decision.node),
+            Err(failed) => Err(failed.1.message("")),
+        }
     }
 
     #[test]
@@ -313,84 +238,38 @@ mod tests {
         let p = pod(json!({"nodeSelector": {"disk": "ssd"}, "containers": [{"name": "a"}]}));
         let nodes = [node("n1", json!({"disk": "hdd"}), "2")];
         assert_eq!(
-            schedule(&p, &nodes),
-            Err("0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.".into())
+            run(&p, &nodes),
+            Err("0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.".into())
         );
         let nodes = [node("n1", json!({"disk": "hdd"}), "2"), node("n2", json!({"disk": "ssd"}), "2")];
-        assert_eq!(schedule(&p, &nodes), Ok("n2".into()));
+        assert_eq!(run(&p, &nodes), Ok("n2".into()));
     }
 
     #[test]
-    fn required_node_affinity_terms_are_ored() {
-        let p = pod(
-            json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
-            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n3"]}]}]}}}}),
-        );
-        assert!(node_affinity(&p, &node("n1", json!({"zone": "a"}), "1")).is_ok());
-        assert!(node_affinity(&p, &node("n2", json!({"zone": "b"}), "1")).is_err());
-        assert!(node_affinity(&p, &node("n3", json!({}), "1")).is_ok());
-    }
-
-    #[test]
-    fn taints_need_tolerations() {
-        let mut tainted = node("n1", json!({}), "1");
-        tainted.node["spec"] = json!({"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]});
-        let plain = pod(json!({}));
-        assert_eq!(taint_toleration(&plain, &tainted), Err("node(s) had untolerated taint {dedicated: db}".into()));
-        let tolerant = pod(
-            json!({"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]}),
-        );
-        assert!(taint_toleration(&tolerant, &tainted).is_ok());
-        let mut not_ready = node("n2", json!({}), "1");
-        not_ready.node["status"]["conditions"] = json!([{"type": "Ready", "status": "False"}]);
-        assert!(taint_toleration(&plain, &not_ready).is_err());
-    }
-
-    #[test]
-    fn requests_must_fit_allocatable() {
-        let p = pod(json!({"containers": [{"name": "a", "resources": {"requests": {"cpu": "1500m"}}}]}));
-        let mut small = node("n1", json!({}), "1");
-        assert_eq!(resources_fit(&p, &small), Err("Insufficient cpu".into()));
-        small.node["status"]["allocatable"]["cpu"] = json!("2");
-        assert!(resources_fit(&p, &small).is_ok());
-        small.pods.push(p.clone());
-        assert_eq!(resources_fit(&p, &small), Err("Insufficient cpu".into()));
-        let mut full = node("n2", json!({}), "8");
-        full.node["status"]["allocatable"]["pods"] = json!("0");
-        assert_eq!(resources_fit(&pod(json!({})), &full), Err("Too many pods".into()));
-    }
-
-    #[test]
-    fn host_ports_conflict_on_any_address() {
-        let with_port = |ip: &str, port: i64| {
-            pod(
-                json!({"containers": [{"name": "a", "ports": [{"containerPort": 80, "hostPort": port, "hostIP": ip}]}]}),
-            )
+    fn the_message_sorts_reason_counts_as_strings_and_appends_preemption() {
+        let fit = FitError {
+            num_nodes: 12,
+            failures: [
+                ("a", Failure::new("NodeResourcesFit", "Insufficient cpu")),
+                ("b", Failure::new("NodeResourcesFit", "Insufficient cpu")),
+                ("c", Failure::unresolvable("NodeAffinity", "node(s) didn't match Pod's node affinity/selector")),
+            ]
+            .into_iter()
+            .map(|(n, f)| (n.to_string(), f))
+            .collect(),
         };
-        let mut busy = node("n1", json!({}), "2");
-        busy.pods.push(with_port("", 8080));
         assert_eq!(
-            node_ports(&with_port("127.0.0.1", 8080), &busy),
-            Err("node(s) didn't have free ports for the requested pod ports".into())
+            fit.message("preemption: 0/12 nodes are available: 1 Preemption is not helpful for scheduling, 2 No preemption victims found for incoming pod"),
+            "0/12 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 2 Insufficient cpu. preemption: 0/12 nodes are available: 1 Preemption is not helpful for scheduling, 2 No preemption victims found for incoming pod."
         );
-        assert!(node_ports(&with_port("", 8081), &busy).is_ok());
-        let mut specific = node("n2", json!({}), "2");
-        specific.pods.push(with_port("10.0.0.1", 8080));
-        assert!(node_ports(&with_port("10.0.0.2", 8080), &specific).is_ok());
-        assert!(node_ports(&with_port("0.0.0.0", 8080), &specific).is_err());
+        assert_eq!(histogram(["b", "a", "b"].iter().map(|s| s.to_string())), "1 a, 2 b");
     }
 
     #[test]
-    fn scores_prefer_emptier_nodes_and_spread_workloads() {
-        let p = pod(json!({"containers": [{"name": "a"}]}));
-        let mut busy = node("a-busy", json!({}), "2");
-        busy.pods.push(pod(json!({"containers": [{"name": "a", "resources": {"requests": {"cpu": "1"}}}]})));
-        let idle = node("b-idle", json!({}), "2");
-        let nodes = [busy, idle];
-        assert!(least_allocated(&p, &nodes[1], &nodes) > least_allocated(&p, &nodes[0], &nodes));
-        assert_eq!(spread(&p, &nodes[0], &nodes), 0);
-        assert_eq!(spread(&p, &nodes[1], &nodes), 100);
-        assert_eq!(schedule(&p, &nodes), Ok("b-idle".into()));
+    fn a_fraction_of_large_clusters_is_enough() {
+        assert_eq!(feasible_nodes_to_find(50), 50);
+        assert_eq!(feasible_nodes_to_find(200), 100);
+        assert_eq!(feasible_nodes_to_find(1000), 420);
+        assert_eq!(feasible_nodes_to_find(5000), 500);
     }
 }

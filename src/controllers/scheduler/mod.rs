@@ -1,119 +1,303 @@
-//! The scheduler: binds each pending pod of `default-scheduler` to the best
-//! node the [`framework`] finds (`POST pods/<name>/binding`), or marks it
-//! `PodScheduled=False` / `Unschedulable` with upstream's message and event.
+//! The scheduler (upstream's kube-scheduler in small): informers keep the
+//! [`cache`] of nodes and pods and feed pending pods of `default-scheduler`
+//! into the [`squeue`]; each decision runs the [`framework`] over the cached
+//! node infos (O(nodes), no listing), assumes the pod on the chosen node and
+//! binds it in the background; a pod that fits nowhere may [`preemption`]
+//! lower-priority pods, else waits (backoff, cluster events) with upstream's
+//! FailedScheduling message.
 
+pub mod actions;
+pub mod cache;
+pub mod filters;
 pub mod framework;
+pub mod info;
+pub mod interpod;
+pub mod preemption;
 pub mod quantity;
+pub mod scores;
+pub mod spread;
+pub mod squeue;
 
 use super::Context;
-use super::events::{self, NORMAL, WARNING};
-use super::objects::{self, PODS, condition, deleting, name, str_at};
-use super::queue::{self, Action, Key, Secondary, Wake};
+use super::objects::{self, PODS, deleting, str_at};
+use crate::server::client;
 use crate::server::error::ApiError;
-use framework::NodeInfo;
-use serde_json::{Value, json};
+use cache::Cache;
+use futures::StreamExt;
+use futures::stream::{BoxStream, SelectAll};
+use info::{NodeInfo, PodInfo};
+use serde_json::Value;
+use squeue::SchedulingQueue;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 const NODES: (&str, &str, &str) = ("", "v1", "nodes");
-const COMPONENT: &str = "default-scheduler";
-/// Unschedulable pods are retried this often (and whenever a node changes).
-const RETRY: Duration = Duration::from_secs(5);
+const NAMESPACES: (&str, &str, &str) = ("", "v1", "namespaces");
+const BUDGETS: (&str, &str, &str) = ("policy", "v1", "poddisruptionbudgets");
+/// Bindings in flight at once.
+const PARALLEL_BINDS: usize = 64;
 
-pub async fn run(ctx: Context, shutdown: CancellationToken) {
-    let nodes = Secondary { gvr: NODES, wakes: |_| vec![Wake::All], deletions_only: false };
-    queue::run_filtered(ctx, shutdown, "scheduler", PODS, pending, &[nodes], Duration::from_secs(30), reconcile).await;
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Pods,
+    Nodes,
+    Namespaces,
 }
 
+type Events = BoxStream<'static, (Source, String, Value)>;
+
 /// Whether the pod waits for this scheduler.
-fn pending(pod: &Value) -> bool {
+pub fn pending(pod: &Value) -> bool {
     let scheduler = match str_at(pod, "/spec/schedulerName") {
         "" => "default-scheduler",
         s => s,
     };
+    let gated = pod.pointer("/spec/schedulingGates").and_then(Value::as_array).is_some_and(|g| !g.is_empty());
     scheduler == "default-scheduler"
         && str_at(pod, "/spec/nodeName").is_empty()
+        && !gated
         && !deleting(pod)
         && !matches!(objects::phase(pod), "Succeeded" | "Failed")
 }
 
-async fn reconcile(ctx: Context, (ns, pod_name): Key) -> Result<Action, ApiError> {
-    let Some(pod) = objects::get(&ctx, PODS, &ns, &pod_name).await? else { return Ok(Action::Done) };
-    if !pending(&pod) {
-        return Ok(Action::Done);
+/// A bind finished: (pod uid, whether the pod is now bound, error).
+type BindResult = (String, Result<bool, ApiError>);
+
+struct Scheduler {
+    ctx: Context,
+    cache: Cache,
+    queue: SchedulingQueue<Value>,
+    /// Where the next search starts (upstream's nextStartNodeIndex).
+    start: usize,
+    binds: mpsc::UnboundedSender<BindResult>,
+    permits: Arc<Semaphore>,
+}
+
+pub async fn run(ctx: Context, shutdown: CancellationToken) {
+    let (binds, mut results) = mpsc::unbounded_channel();
+    let mut scheduler = Scheduler {
+        ctx,
+        cache: Cache::default(),
+        queue: SchedulingQueue::default(),
+        start: 0,
+        binds,
+        permits: Arc::new(Semaphore::new(PARALLEL_BINDS)),
+    };
+    loop {
+        let mut watch = match scheduler.sync().await {
+            Ok(watch) => watch,
+            Err(err) => {
+                tracing::warn!(error = %err.message, "scheduler: list/watch failed; retrying");
+                tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(1)) => continue }
+            }
+        };
+        tracing::info!(nodes = scheduler.cache.node_count(), pending = scheduler.queue.len(), "scheduler synced");
+        loop {
+            // Take in what already happened, then schedule one pod.
+            while let Some(Some((source, kind, obj))) = futures::FutureExt::now_or_never(watch.next()) {
+                scheduler.on_event(source, &kind, obj);
+            }
+            while let Ok(result) = results.try_recv() {
+                scheduler.on_bound(result);
+            }
+            scheduler.queue.flush(Instant::now());
+            if scheduler.queue.has_active() {
+                scheduler.schedule_one().await;
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let wake = scheduler.queue.next_wake().unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                event = watch.next() => match event {
+                    Some((source, kind, obj)) => scheduler.on_event(source, &kind, obj),
+                    None => break,
+                },
+                Some(result) = results.recv() => scheduler.on_bound(result),
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+        tracing::info!("scheduler: a watch ended; relisting");
     }
-    let nodes = objects::list(&ctx, NODES, None).await?;
-    let pods = objects::list(&ctx, PODS, None).await?;
-    let infos: Vec<NodeInfo> = nodes
-        .into_iter()
-        .map(|node| {
-            let assigned = pods
-                .iter()
-                .filter(|p| {
-                    str_at(p, "/spec/nodeName") == name(&node) && !matches!(objects::phase(p), "Succeeded" | "Failed")
-                })
-                .cloned()
-                .collect();
-            NodeInfo { node, pods: assigned }
-        })
-        .collect();
-    match framework::schedule(&pod, &infos) {
-        Ok(node) => bind(&ctx, &pod, &node).await.map(|()| Action::Done),
-        Err(message) => {
-            unschedulable(&ctx, &pod, &message).await?;
-            Ok(Action::RequeueAfter(RETRY))
+}
+
+impl Scheduler {
+    fn collection(&self, gvr: (&str, &str, &str)) -> Result<String, ApiError> {
+        let res = self.ctx.catalog.lookup(gvr.0, gvr.1, gvr.2).ok_or_else(ApiError::not_found_path)?;
+        Ok(client::path(&res, None, None, None))
+    }
+
+    /// Lists nodes, namespaces and pods into the cache and queue, then watches from there.
+    async fn sync(&mut self) -> Result<SelectAll<Events>, ApiError> {
+        self.cache.clear_observed();
+        let mut all = SelectAll::new();
+        for source in [Source::Nodes, Source::Namespaces, Source::Pods] {
+            let gvr = match source {
+                Source::Pods => PODS,
+                Source::Nodes => NODES,
+                Source::Namespaces => NAMESPACES,
+            };
+            let collection = self.collection(gvr)?;
+            let list = self.ctx.client.get(&collection).await?;
+            let version = str_at(&list, "/metadata/resourceVersion").to_string();
+            for item in list.get("items").and_then(Value::as_array).cloned().unwrap_or_default() {
+                self.on_event(source, "ADDED", item);
+            }
+            let uri = format!("{collection}?watch=true&allowWatchBookmarks=true&resourceVersion={version}");
+            let stream = self.ctx.client.watch(&uri).await?;
+            let events: Events = Box::pin(stream.map(move |(kind, obj)| (source, kind, obj)));
+            all.push(events);
+        }
+        Ok(all)
+    }
+
+    fn on_event(&mut self, source: Source, kind: &str, obj: Value) {
+        if kind == "BOOKMARK" || kind == "ERROR" {
+            return;
+        }
+        let now = Instant::now();
+        match source {
+            Source::Nodes => {
+                let name = str_at(&obj, "/metadata/name").to_string();
+                if kind == "DELETED" {
+                    self.cache.remove_node(&name);
+                    return;
+                }
+                let before = self.cache.node(&name).map(node_fingerprint);
+                self.cache.set_node(obj);
+                let after = self.cache.node(&name).map(node_fingerprint);
+                if before != after {
+                    self.queue.move_unschedulable(|_| true, now);
+                }
+            }
+            Source::Namespaces => {
+                if kind == "DELETED" {
+                    self.cache.remove_namespace(str_at(&obj, "/metadata/name"));
+                } else {
+                    self.cache.set_namespace(obj);
+                    self.queue.move_unschedulable(|p| p == interpod::NAME, now);
+                }
+            }
+            Source::Pods => self.on_pod(kind, obj, now),
         }
     }
-}
 
-async fn bind(ctx: &Context, pod: &Value, node: &str) -> Result<(), ApiError> {
-    let ns = str_at(pod, "/metadata/namespace");
-    let binding = json!({"apiVersion": "v1", "kind": "Binding",
-        "metadata": {"name": name(pod), "namespace": ns},
-        "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
-    let path = objects::path(ctx, PODS, Some(ns), Some(name(pod)), Some("binding"))?;
-    match ctx.client.create(&path, binding).await {
-        Ok(_) => {}
-        // Bound meanwhile, or gone.
-        Err(err) if err.code == 409 || err.code == 404 => return Ok(()),
-        Err(err) => return Err(err),
+    fn on_pod(&mut self, kind: &str, pod: Value, now: Instant) {
+        let uid = objects::uid(&pod).to_string();
+        if kind == "DELETED" {
+            self.queue.delete(&uid);
+            let counted = self.cache.contains(&uid);
+            self.cache.remove_pod(&uid);
+            if counted {
+                self.queue.move_unschedulable(|_| true, now);
+            }
+            return;
+        }
+        if pending(&pod) {
+            if self.cache.is_assumed(&uid) {
+                return;
+            }
+            let changed = self.queue.get(&uid).is_some_and(|old| {
+                old.get("spec") != pod.get("spec") || old.pointer("/metadata/labels") != pod.pointer("/metadata/labels")
+            });
+            let priority = pod.pointer("/spec/priority").and_then(Value::as_i64).unwrap_or(0);
+            self.queue.add_or_update(&uid, priority, pod, changed, now);
+            return;
+        }
+        self.queue.delete(&uid);
+        let was = self.cache.contains(&uid) && !self.cache.is_assumed(&uid);
+        let occupies = cache::occupies(&pod);
+        self.cache.set_pod(pod);
+        if occupies && !was {
+            // A new pod on a node can satisfy affinity or spreading of others.
+            self.queue.move_unschedulable(|p| p == interpod::NAME || p == spread::NAME, now);
+        } else if !occupies && was {
+            self.queue.move_unschedulable(|_| true, now);
+        }
     }
-    tracing::info!(pod = %name(pod), namespace = %ns, node, "bound a pod");
-    let message = format!("Successfully assigned {ns}/{} to {node}", name(pod));
-    // The binding itself set PodScheduled=True.
-    events::record(ctx, COMPONENT, pod, ("v1", "Pod"), NORMAL, "Scheduled", &message).await;
-    Ok(())
-}
 
-async fn unschedulable(ctx: &Context, pod: &Value, message: &str) -> Result<(), ApiError> {
-    let previous = condition(pod, "PodScheduled").and_then(|c| c.get("message")).and_then(Value::as_str);
-    if previous == Some(message) {
-        return Ok(());
+    fn on_bound(&mut self, (uid, result): BindResult) {
+        match result {
+            Ok(true) => self.queue.done(&uid),
+            Ok(false) => {
+                self.cache.forget(&uid);
+                self.queue.done(&uid);
+            }
+            Err(err) => {
+                tracing::warn!(pod = %uid, error = %err.message, "binding failed; retrying after backoff");
+                self.cache.forget(&uid);
+                self.queue.error(&uid, Instant::now());
+            }
+        }
     }
-    tracing::info!(pod = %name(pod), namespace = %str_at(pod, "/metadata/namespace"), message, "pod is unschedulable");
-    set_scheduled(
-        ctx,
-        pod,
-        json!({"type": "PodScheduled", "status": "False", "lastProbeTime": null,
-        "lastTransitionTime": objects::now(), "reason": "Unschedulable", "message": message}),
-    )
-    .await?;
-    events::record(ctx, COMPONENT, pod, ("v1", "Pod"), WARNING, "FailedScheduling", message).await;
-    Ok(())
+
+    async fn schedule_one(&mut self) {
+        let Some((uid, pod)) = self.queue.pop() else { return };
+        let pod = pod.clone();
+        let nodes: Vec<&NodeInfo> = self.cache.nodes().collect();
+        let count = nodes.len();
+        let outcome = framework::schedule(PodInfo::new(pod.clone()), &nodes, self.cache.namespaces(), self.start);
+        match outcome {
+            Ok(framework::Decision { node, cycle, evaluated }) => {
+                self.start = (self.start + evaluated) % count.max(1);
+                let mut info = cycle.pod;
+                info.node_name = node.clone();
+                self.cache.assume(info);
+                self.spawn_bind(uid, pod, node);
+            }
+            Err(failed) => {
+                let (cycle, fit) = *failed;
+                let plugins = fit.plugins();
+                let needs_budgets = count > 0 && !cycle.pod.preempt_never;
+                let budgets = if needs_budgets { self.budgets().await } else { Vec::new() };
+                let (message, plan) = if count == 0 {
+                    ("no nodes available to schedule pods".to_string(), None)
+                } else {
+                    match preemption::preempt(&cycle, &fit, &nodes, &budgets) {
+                        Ok(plan) => (fit.message(""), Some(plan)),
+                        Err(post) => (fit.message(&post), None),
+                    }
+                };
+                self.queue.unschedulable(&uid, plugins, Instant::now());
+                let ctx = self.ctx.clone();
+                tokio::spawn(async move {
+                    let result = match &plan {
+                        Some(plan) => actions::preempt(&ctx, &pod, plan, &message).await,
+                        None => actions::unschedulable(&ctx, &pod, &message).await,
+                    };
+                    if let Err(err) = result {
+                        tracing::warn!(pod = %objects::name(&pod), error = %err.message, "could not report a scheduling failure");
+                    }
+                });
+            }
+        }
+    }
+
+    /// The PodDisruptionBudgets (read only when preemption is considered).
+    async fn budgets(&self) -> Vec<preemption::Budget> {
+        match objects::list(&self.ctx, BUDGETS, None).await {
+            Ok(items) => items.iter().filter_map(preemption::Budget::from_object).collect(),
+            Err(err) => {
+                tracing::debug!(error = %err.message, "could not list PodDisruptionBudgets");
+                Vec::new()
+            }
+        }
+    }
+
+    fn spawn_bind(&self, uid: String, pod: Value, node: String) {
+        let (ctx, binds, permits) = (self.ctx.clone(), self.binds.clone(), self.permits.clone());
+        tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let result = actions::bind(&ctx, &pod, &node).await;
+            let _ = binds.send((uid, result));
+        });
+    }
 }
 
-/// Replaces the pod's PodScheduled condition, keeping the others.
-async fn set_scheduled(ctx: &Context, pod: &Value, scheduled: Value) -> Result<(), ApiError> {
-    let ns = str_at(pod, "/metadata/namespace");
-    let path = objects::path(ctx, PODS, Some(ns), Some(name(pod)), Some("status"))?;
-    let current = objects::get(ctx, PODS, ns, name(pod)).await?.unwrap_or_else(|| pod.clone());
-    let mut conditions: Vec<Value> = current
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .map(|c| c.iter().filter(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled")).cloned().collect())
-        .unwrap_or_default();
-    conditions.insert(0, scheduled);
-    let patch = json!({"metadata": {"resourceVersion": str_at(&current, "/metadata/resourceVersion")},
-        "status": {"conditions": conditions}});
-    objects::ignore_gone(ctx.client.merge_patch(&path, patch).await)
+/// What of a node can change a scheduling outcome (not heartbeats).
+fn node_fingerprint(node: &NodeInfo) -> String {
+    format!("{:?}{:?}{}{:?}{}", node.labels, node.allocatable, node.max_pods, node.taints, node.unschedulable)
 }
